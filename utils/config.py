@@ -64,7 +64,7 @@ class ModelConfig:
     weights: str = _f("", file=True)  # weights to start from: .pt checkpoint or Darknet .weights / .conv.137; "" = none
     scale_x_y: list[float] = _f([1.0, 1.0, 1.0], gt=0, length=3)  # xy decode scale per stride 8/16/32 (Darknet: 1.2/1.1/1.05)
     obj_prior: float = _f(0.01, gt=0, lt=1)  # initial objectness probability of the head bias (Lin et al. 2017, 3.3)
-    cls_prior: float | None = _f(None, gt=0, lt=1)  # initial class probability of the head bias; null = 1 / num_classes
+    cls_prior: float | None = _f(None, gt=0, lt=1)  # initial class probability of the head bias; null = 1 / (num_classes + 1)
 
 
 @dataclass

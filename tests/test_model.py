@@ -1,0 +1,215 @@
+"""nets/: exactness to Darknet's yolov4.cfg / yolov4-tiny.cfg, shapes, FLOPs, fusion, priors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nets.common import ConvBNAct
+from nets.darknet import conv_order
+from nets.yolo import build_model, count_parameters, model_summary
+
+# ---------------------------------------------------------------- the cfgs' layer lists
+# Darknet's layer lists, one token per [section], transcribed from yolov4.cfg and
+# yolov4-tiny.cfg: cF_K conv with BN (F filters, KxK), /2 stride 2, L leaky (else mish),
+# h the linear output conv with bias, r route (relative or absolute indices), rh route to the
+# second half of the channels (groups=2 group_id=1), s shortcut, m max-pool stride 1,
+# M max-pool stride 2, u upsample, y yolo.
+
+
+def _csp(c: int, n: int, back: int, hidden: int | None = None, branch: int | None = None) -> list[str]:
+    b = branch or c // 2
+    return [f"c{c}_3/2", f"c{b}_1", "r-2", f"c{b}_1"] + [f"c{hidden or b}_1", f"c{b}_3", "s"] * n + [
+        f"c{b}_1", f"r-1,-{back}", f"c{c}_1"]
+
+
+YOLOV4_CFG = (
+    ["c32_3"] + _csp(64, 1, 7, hidden=32, branch=64) + _csp(128, 2, 10) + _csp(256, 8, 28) + _csp(512, 8, 28)
+    + _csp(1024, 4, 16)
+    + ["c512_1L", "c1024_3L", "c512_1L", "m5", "r-2", "m9", "r-4", "m13", "r-1,-3,-5,-6",
+       "c512_1L", "c1024_3L", "c512_1L", "c256_1L", "u", "r85", "c256_1L", "r-1,-3",
+       "c256_1L", "c512_3L", "c256_1L", "c512_3L", "c256_1L", "c128_1L", "u", "r54", "c128_1L", "r-1,-3",
+       "c128_1L", "c256_3L", "c128_1L", "c256_3L", "c128_1L",
+       "c256_3L", "h", "y", "r-4", "c256_3/2L", "r-1,-16",
+       "c256_1L", "c512_3L", "c256_1L", "c512_3L", "c256_1L", "c512_3L", "h", "y", "r-4", "c512_3/2L", "r-1,-37",
+       "c512_1L", "c1024_3L", "c512_1L", "c1024_3L", "c512_1L", "c1024_3L", "h", "y"]
+)
+TINY_CFG = [
+    "c32_3/2L", "c64_3/2L", "c64_3L", "rh", "c32_3L", "c32_3L", "r-1,-2", "c64_1L", "r-6,-1", "M",
+    "c128_3L", "rh", "c64_3L", "c64_3L", "r-1,-2", "c128_1L", "r-6,-1", "M",
+    "c256_3L", "rh", "c128_3L", "c128_3L", "r-1,-2", "c256_1L", "r-6,-1", "M",
+    "c512_3L", "c256_1L", "c512_3L", "h", "y", "r-4", "c128_1L", "u", "r-1,23", "c256_3L", "h", "y",
+]
+
+
+def cfg_convs(tokens: list[str], head_filters: int) -> list[tuple[int, int, int, int, bool, str]]:
+    """(in, out, kernel, stride, has BN, activation) of every conv, channels followed through routes."""
+    channels: list[int] = []
+    convs = []
+    for i, tok in enumerate(tokens):
+        c_prev = channels[-1] if channels else 3
+        if tok.startswith("c"):
+            filters, rest = tok[1:].split("_")
+            k = int(rest.split("/")[0].rstrip("L"))
+            convs.append((c_prev, int(filters), k, 2 if "/2" in tok else 1, True, "leaky" if tok.endswith("L") else "mish"))
+            channels.append(int(filters))
+        elif tok == "h":
+            convs.append((c_prev, head_filters, 1, 1, False, "linear"))
+            channels.append(head_filters)
+        elif tok == "rh":
+            channels.append(c_prev // 2)
+        elif tok.startswith("r"):
+            idx = [int(v) for v in tok[1:].split(",")]
+            channels.append(sum(channels[j if j >= 0 else i + j] for j in idx))
+        else:  # s, m, M, u, y keep the channel count
+            channels.append(c_prev)
+    return convs
+
+
+def model_convs(model: nn.Module) -> list[tuple[int, int, int, int, bool, str]]:
+    out = []
+    for layer in conv_order(model):
+        c = layer.conv
+        act = "linear"
+        if not layer.is_head:
+            block = next(m for m in model.modules() if isinstance(m, ConvBNAct) and m.conv is c)
+            act = {nn.Mish: "mish", nn.LeakyReLU: "leaky"}[type(block.act)]
+        out.append((c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0], layer.bn is not None, act))
+    return out
+
+
+@pytest.fixture(scope="module")
+def yolov4_80() -> nn.Module:
+    return build_model("yolov4", 80)
+
+
+@pytest.fixture(scope="module")
+def tiny_80() -> nn.Module:
+    return build_model("yolov4-tiny", 80)
+
+
+def test_yolov4_conv_sequence_matches_cfg(yolov4_80: nn.Module) -> None:
+    expected = cfg_convs(YOLOV4_CFG, 255)
+    assert len(YOLOV4_CFG) == 162  # layers 0..161 of yolov4.cfg
+    assert len(expected) == 110
+    assert model_convs(yolov4_80) == expected
+
+
+def test_tiny_conv_sequence_matches_cfg(tiny_80: nn.Module) -> None:
+    expected = cfg_convs(TINY_CFG, 255)
+    assert len(TINY_CFG) == 38
+    assert len(expected) == 21
+    assert model_convs(tiny_80) == expected
+
+
+def test_parameter_counts_match_darknet(yolov4_80: nn.Module, tiny_80: nn.Module) -> None:
+    # Darknet's counts for yolov4.cfg and yolov4-tiny.cfg with 80 classes.
+    assert count_parameters(yolov4_80) == 64_363_101
+    assert count_parameters(tiny_80) == 6_056_606
+
+
+@pytest.mark.parametrize(("name", "size", "darknet_bflops"), [
+    ("yolov4", 416, 60.1), ("yolov4", 608, 128.4), ("yolov4-tiny", 416, 6.9)])
+def test_gflops_match_darknet(name: str, size: int, darknet_bflops: float, yolov4_80: nn.Module,
+                              tiny_80: nn.Module) -> None:
+    model = yolov4_80 if name == "yolov4" else tiny_80
+    summary = model_summary(model, size)
+    assert summary["gflops"] == pytest.approx(darknet_bflops, rel=0.01)
+
+
+def test_gflops_by_hand_for_one_conv() -> None:
+    # 3x3 conv, 3 -> 32 channels at 416x416, stride 1: 2 * 3*3*3 * 32 * 416*416 FLOPs.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    conv = ConvBNAct(3, 32, 3).eval()
+    with FlopCounterMode(display=False) as counter:
+        conv(torch.zeros(1, 3, 416, 416))
+    assert counter.get_total_flops() == 2 * 27 * 32 * 416 * 416
+
+
+@pytest.mark.parametrize(("name", "strides"), [("yolov4", (8, 16, 32)), ("yolov4-tiny", (16, 32))])
+def test_output_shapes(name: str, strides: tuple[int, ...]) -> None:
+    num_classes = 20
+    model = build_model(name, num_classes).eval()
+    with torch.no_grad():
+        for size in (416, 320) if name == "yolov4-tiny" else (416,):
+            outs = model(torch.zeros(2, 3, size, size))
+            assert [tuple(o.shape) for o in outs] == [(2, 3 * (5 + num_classes), size // s, size // s) for s in strides]
+        outs = model(torch.zeros(1, 3, 96, 160))  # any multiple of 32, not only square
+        assert [tuple(o.shape[-2:]) for o in outs] == [(96 // s, 160 // s) for s in strides]
+    assert model.strides == strides
+
+
+def test_input_not_multiple_of_32_is_a_clear_error() -> None:
+    model = build_model("yolov4-tiny", 3)
+    with pytest.raises(ValueError, match="multiples of 32, got 100x96"):
+        model(torch.zeros(1, 3, 100, 96))
+
+
+def test_build_model_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown model 'yolov5'"):
+        build_model("yolov5", 80)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("yolov4-tiny", 0)
+
+
+def test_head_bias_starts_at_priors() -> None:
+    model = build_model("yolov4-tiny", 4, obj_prior=0.01)
+    for conv in model.head.convs:
+        b = conv.bias.view(3, 9)
+        torch.testing.assert_close(torch.sigmoid(b[:, 4]), torch.full((3,), 0.01))
+        torch.testing.assert_close(torch.sigmoid(b[:, 5:]), torch.full((3, 4), 1 / 5))  # 1 / (C + 1)
+        assert torch.all(b[:, :4] == 0)
+    model = build_model("yolov4-tiny", 4, obj_prior=0.05, cls_prior=0.3)
+    b = model.head.convs[0].bias.view(3, 9)
+    assert b[0, 4].item() == pytest.approx(math.log(0.05 / 0.95))
+    assert b[0, 5].item() == pytest.approx(math.log(0.3 / 0.7))
+    # at start the objectness of a zero image is close to the prior everywhere
+    with torch.no_grad():
+        out = model.eval()(torch.rand(1, 3, 64, 64))[0].view(1, 3, 9, 4, 4)
+    assert torch.sigmoid(out[:, :, 4]).mean().item() == pytest.approx(0.05, abs=0.02)
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
+            m.bias.data = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
+
+
+@pytest.mark.parametrize("name", ["yolov4", "yolov4-tiny"])
+def test_fused_matches_unfused(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 20).eval()
+    randomize_bn(model)
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        ref = model(x)
+        fused = model.fuse()
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+        got = fused(x)
+        got_cl = fused.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    for r, g, c in zip(ref, got, got_cl, strict=True):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(c, r, atol=1e-4, rtol=1e-4)
+
+
+def test_bench_model_runs_and_reports(tmp_path) -> None:
+    # A smoke run at a tiny input: the JSON has the fields the README quotes (no timing asserts).
+    import json
+
+    from bench.bench_model import main
+
+    out = tmp_path / "b.json"
+    result = main(["--size", "64", "--runs", "1", "--models", "yolov4-tiny", "--json", str(out)])
+    assert json.loads(out.read_text()) == result
+    (m,) = result["models"]
+    assert m["params"] == 6_056_606
+    assert m["gflops"] == pytest.approx(6.908 * (64 / 416) ** 2, rel=0.01)
+    assert m["forward_ms_median"] > 0 and result["matmul_4096_gflops_per_s"] > 0
