@@ -1,0 +1,263 @@
+"""YOLOLoss: target assignment (no grad), then the location, confidence and class terms.
+
+    loss = YOLOLoss(num_classes, anchors, strides, input_size, anchor_masks, **loss_config)
+    total, terms = loss(maps, targets)      # terms = {"loc", "conf", "cls"}, detached
+
+``maps`` are the model's raw outputs by stride ascending; ``targets [M, 6]`` are
+``(image index, class, x1, y1, x2, y2)`` in input pixels.
+
+The confidence term is BCE-with-logits over the kept cells (positives and the negatives
+not ignored), or with ``focal_loss`` the focal form (Lin et al. 2017)
+``-alpha_t (1 - p_t)^gamma log(p_t)``, with alpha_t and (1 - p_t) built from ``obj_mask``
+by ``torch.where``; see :func:`focal_bce`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.boxes import IOU_KINDS, bbox_iou, shape_iou
+from utils.postprocess import decode_boxes, to_per_anchor
+
+NOMINAL_INPUT = 416  # the objectness weight scales with input area / 416^2 (the cfgs' training size)
+NOMINAL_CLASSES = 80  # the class weight scales with num_classes / 80
+
+
+def focal_bce(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float,
+              positive: torch.Tensor | None = None) -> torch.Tensor:
+    """Element-wise focal loss from logits: ``BCE(logits, target) * alpha_t * (1 - p_t) ** gamma``.
+
+    ``positive`` (bool, default ``target > 0.5``) selects the positive side:
+    ``alpha_t = where(positive, alpha, 1 - alpha)``, ``1 - p_t = where(positive, 1 - p, p)``.
+    For hard targets this equals ``torchvision.ops.sigmoid_focal_loss(..., reduction="none")``;
+    with gamma = 0 and alpha = 0.5 it is half the BCE.
+    """
+    positive = target > 0.5 if positive is None else positive
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p = logits.sigmoid()
+    alpha_t = torch.where(positive, alpha, 1 - alpha)
+    modulation = torch.where(positive, 1 - p, p) ** gamma
+    return ce * alpha_t * modulation
+
+
+@dataclass
+class LevelTargets:
+    """What the assignment gives one level (A anchors, an H x W grid).
+
+    ``obj_mask [B, A, H, W]``: cells that own a ground truth (positives).
+    ``ignore_mask [B, A, H, W]``: negatives left out of the conf term (their decoded box
+    overlaps a ground truth of the same image by more than ``ignore_thresh``).
+    ``b, a, gy, gx [P]``: the positives' indices; ``boxes [P, 4]`` their target boxes (xyxy,
+    input pixels); ``classes [P]`` their class indices.
+    """
+
+    obj_mask: torch.Tensor
+    ignore_mask: torch.Tensor
+    b: torch.Tensor
+    a: torch.Tensor
+    gy: torch.Tensor
+    gx: torch.Tensor
+    boxes: torch.Tensor
+    classes: torch.Tensor
+
+
+@dataclass
+class Assignment:
+    levels: list[LevelTargets]
+    stats: dict[str, torch.Tensor]  # num_pos, collisions, ignored, invalid_targets (0-dim tensors)
+
+
+class YOLOLoss(nn.Module):
+    """YOLOv4 loss over all levels; see the module docstring.
+
+    ``anchors``: every anchor ``(w, h)`` in input pixels, smallest first (the anchors file);
+    ``anchor_masks``: which anchors each level uses (default: consecutive groups);
+    ``strides``: one per level, ascending. The keyword arguments are the ``loss`` section
+    of the config (utils/config.py documents each).
+    """
+
+    def __init__(self, num_classes: int, anchors: Sequence[Sequence[float]], strides: Sequence[int], input_size: int,
+                 anchor_masks: Sequence[Sequence[int]] | None = None, scale_x_y: Sequence[float] = (1.0, 1.0, 1.0), *,
+                 iou_type: str = "ciou", box_weight: float = 0.05, obj_weight: float = 5.0, cls_weight: float = 1.0,
+                 balance: Sequence[float] = (4.0, 1.0, 0.4), focal_loss: bool = False, focal_alpha: float = 0.25,
+                 focal_gamma: float = 2.0, focal_loss_ratio: float = 10.0, focal_normalize: str = "mean",
+                 focal_cls: bool = False, label_smoothing: float = 0.0, ignore_thresh: float = 0.5,
+                 multi_anchor_iou: float | None = None) -> None:
+        super().__init__()
+        if iou_type not in IOU_KINDS:
+            raise ValueError(f"iou_type must be one of {IOU_KINDS}, got '{iou_type}'")
+        if focal_normalize not in ("mean", "num_pos"):
+            raise ValueError(f"focal_normalize must be 'mean' or 'num_pos', got '{focal_normalize}'")
+        self.num_classes = num_classes
+        self.strides = tuple(int(s) for s in strides)
+        n_per = len(anchors) // len(self.strides)
+        masks = anchor_masks or [range(i * n_per, (i + 1) * n_per) for i in range(len(self.strides))]
+        self.anchor_masks = tuple(tuple(int(i) for i in m) for m in masks)
+        if len(self.anchor_masks) != len(self.strides) or len({len(m) for m in self.anchor_masks}) != 1:
+            raise ValueError(f"need one anchor mask of equal length per stride, got {self.anchor_masks}")
+        self.num_anchors = len(self.anchor_masks[0])
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
+        used = sorted({i for m in self.anchor_masks for i in m})
+        self.register_buffer("anchor_used", torch.zeros(len(anchors), dtype=torch.bool).index_fill_(0, torch.tensor(used), True),
+                             persistent=False)
+        # per-level values are given for strides 8, 16, 32; a level takes the entry of its stride
+        level = [int(math.log2(s)) - 3 for s in self.strides]
+        self.balance = [float(balance[i]) for i in level]
+        self.scale_x_y = [float(scale_x_y[i]) for i in level]
+        self.input_size = input_size
+        self.iou_type = iou_type
+        self.box_weight = box_weight
+        self.obj_weight = obj_weight * input_size**2 / NOMINAL_INPUT**2
+        self.cls_weight = cls_weight * num_classes / NOMINAL_CLASSES
+        self.focal_loss, self.focal_alpha, self.focal_gamma = focal_loss, focal_alpha, focal_gamma
+        self.focal_loss_ratio, self.focal_normalize, self.focal_cls = focal_loss_ratio, focal_normalize, focal_cls
+        self.label_smoothing = label_smoothing
+        self.ignore_thresh = ignore_thresh
+        self.multi_anchor_iou = multi_anchor_iou
+        self.stats: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, anchors: Sequence[Sequence[float]], strides: Sequence[int],
+                    anchor_masks: Sequence[Sequence[int]] | None = None) -> YOLOLoss:
+        """The one place where the config becomes loss arguments (``cfg``: utils.config.Config)."""
+        return cls(num_classes, anchors, strides, cfg.model.input_size, anchor_masks, cfg.model.scale_x_y,
+                   **dataclasses.asdict(cfg.loss))
+
+    def level_anchors(self, level: int) -> torch.Tensor:
+        """``[A, 2]`` anchors (w, h) in input pixels of one level."""
+        return self.anchors[list(self.anchor_masks[level])]
+
+    # ------------------------------------------------------------------ assignment
+
+    @torch.no_grad()
+    def assign(self, boxes: list[torch.Tensor], targets: torch.Tensor) -> Assignment:
+        """Match ground truths to (level, anchor, cell) and mark the ignored negatives.
+
+        ``boxes``: per level the decoded predictions ``[B, A, H, W, 4]`` (xyxy, input pixels),
+        used only for the ignore mask; ``targets [M, 6]``.
+
+        Each ground truth goes to the anchor of best shape IoU among the anchors the levels
+        use, at the cell holding its centre, on every level whose mask holds that anchor;
+        with ``multi_anchor_iou`` also to every used anchor whose shape IoU exceeds it
+        (Darknet's iou_thresh). Two ground truths on one (image, anchor, cell): the larger
+        shape IoU wins, ties to the earlier target; the losers are counted as collisions.
+        """
+        device = boxes[0].device
+        batch = boxes[0].shape[0]
+        t = targets.to(device, torch.float32).reshape(-1, 6)
+        wh = t[:, 4:6] - t[:, 2:4]
+        valid = (wh > 0).all(1) & (t[:, 1] >= 0) & (t[:, 1] < self.num_classes) & (t[:, 0] >= 0) & (t[:, 0] < batch)
+        valid &= torch.isfinite(t).all(1)
+        invalid = (~valid).sum()
+        t, wh = t[valid], wh[valid]  # [M, 6], [M, 2]
+        img, cls = t[:, 0].long(), t[:, 1].long()
+        centre = (t[:, 2:4] + t[:, 4:6]) / 2  # [M, 2]
+        ious = shape_iou(wh, self.anchors).masked_fill(~self.anchor_used, -1.0)  # [M, K]
+        chosen = F.one_hot(ious.argmax(1), len(self.anchors)).bool()  # [M, K]
+        if self.multi_anchor_iou is not None:
+            chosen |= ious > self.multi_anchor_iou
+
+        gt_boxes, gt_valid = self._per_image(t, img, batch)  # [B, G, 4], [B, G]
+        levels = []
+        collisions = torch.zeros((), dtype=torch.long, device=device)
+        ignored = torch.zeros((), dtype=torch.long, device=device)
+        for lvl, pred in enumerate(boxes):
+            _, n_a, h, w, _ = pred.shape
+            mask = torch.tensor(self.anchor_masks[lvl], device=device)
+            m_idx, a_idx = chosen[:, mask].nonzero(as_tuple=True)  # candidates [N]
+            iou = ious[m_idx, mask[a_idx]]  # [N]
+            gx = (centre[m_idx, 0] / self.strides[lvl]).long().clamp_(0, w - 1)
+            gy = (centre[m_idx, 1] / self.strides[lvl]).long().clamp_(0, h - 1)
+            b = img[m_idx]
+            key = ((b * n_a + a_idx) * h + gy) * w + gx  # flat cell index [N]
+            cells = batch * n_a * h * w
+            best = torch.full((cells,), -2.0, device=device).scatter_reduce(0, key, iou, "amax")
+            top = iou == best[key]
+            first = torch.full((cells,), len(t), device=device).scatter_reduce(
+                0, key, torch.where(top, m_idx, len(t)), "amin")
+            win = top & (m_idx == first[key])  # [N]; exactly one winner per occupied cell
+            collisions += (~win).sum()
+            key, m_win = key[win], m_idx[win]
+            obj_mask = torch.zeros(cells, dtype=torch.bool, device=device).index_fill_(0, key, True).view(batch, n_a, h, w)
+
+            # ignore: negatives whose decoded box overlaps a ground truth of their image
+            pred_flat = torch.nan_to_num(pred.reshape(batch, -1, 4), nan=0.0, posinf=0.0, neginf=0.0)  # [B, A*H*W, 4]
+            overlap = bbox_iou(pred_flat[:, :, None], gt_boxes[:, None])  # [B, A*H*W, G]
+            best_overlap = overlap.masked_fill(~gt_valid[:, None], 0.0).amax(2)  # [B, A*H*W]
+            ignore_mask = (best_overlap > self.ignore_thresh).view(batch, n_a, h, w) & ~obj_mask
+            ignored += ignore_mask.sum()
+            levels.append(LevelTargets(obj_mask, ignore_mask, b[win], a_idx[win], gy[win], gx[win],
+                                       t[m_win, 2:6], cls[m_win]))
+        num_pos = sum(lv.obj_mask.sum() for lv in levels)
+        stats = {"num_pos": num_pos, "collisions": collisions, "ignored": ignored, "invalid_targets": invalid}
+        return Assignment(levels, stats)
+
+    @staticmethod
+    def _per_image(t: torch.Tensor, img: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ground-truth boxes padded per image: ``[B, G, 4]`` and a validity mask ``[B, G]``."""
+        counts = torch.bincount(img, minlength=batch)  # [B]
+        g = max(int(counts.max()), 1) if len(t) else 1
+        order = torch.argsort(img, stable=True)
+        start = torch.cumsum(counts, 0) - counts  # [B]
+        slot = torch.arange(len(t), device=t.device) - start[img[order]]
+        out = torch.zeros(batch, g, 4, device=t.device)
+        valid = torch.zeros(batch, g, dtype=torch.bool, device=t.device)
+        out[img[order], slot] = t[order, 2:6]
+        valid[img[order], slot] = True
+        return out, valid
+
+    # ------------------------------------------------------------------ terms
+
+    def forward(self, outputs: Sequence[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``outputs``: raw maps ``[B, A * (5 + C), H, W]`` by stride; ``targets [M, 6]``.
+
+        Returns ``(total, {"loc", "conf", "cls"})``: the weighted sum with gradient, and the
+        weighted terms detached. Computed in float32 from logits, also under autocast.
+        """
+        if len(outputs) != len(self.strides):
+            raise ValueError(f"expected {len(self.strides)} maps (strides {self.strides}), got {len(outputs)}")
+        device_type = outputs[0].device.type
+        with torch.autocast(device_type, enabled=False):
+            preds = [to_per_anchor(o.float(), self.num_anchors) for o in outputs]  # [B, A, H, W, 5 + C] each
+            boxes = [decode_boxes(p, self.level_anchors(i), self.strides[i], self.scale_x_y[i]) for i, p in enumerate(preds)]
+            assignment = self.assign([bx.detach() for bx in boxes], targets)
+            zero = preds[0].new_zeros(())
+            loc, conf, cls = zero, zero, zero
+            num_pos = assignment.stats["num_pos"].clamp(min=1).float()
+            for i, (p, bx, tg) in enumerate(zip(preds, boxes, assignment.levels, strict=True)):
+                conf = conf + self.conf_term(p[..., 4], tg, num_pos) * self.balance[i] * self.obj_weight
+                if len(tg.b):
+                    pred_boxes = bx[tg.b, tg.a, tg.gy, tg.gx]  # [P, 4]
+                    loc = loc + (1.0 - bbox_iou(pred_boxes, tg.boxes, self.iou_type)).mean() * self.box_weight
+                    cls = cls + self.cls_term(p[tg.b, tg.a, tg.gy, tg.gx, 5:], tg.classes) * self.cls_weight
+        self.stats = assignment.stats
+        total = loc + conf + cls
+        return total, {"loc": loc.detach(), "conf": conf.detach(), "cls": cls.detach()}
+
+    def conf_term(self, logits: torch.Tensor, tg: LevelTargets, num_pos: torch.Tensor) -> torch.Tensor:
+        """Objectness over kept cells (positives and non-ignored negatives) of one level, unweighted."""
+        obj = tg.obj_mask
+        kept = obj | ~tg.ignore_mask
+        target = obj.float()
+        if self.focal_loss:
+            per_cell = focal_bce(logits, target, self.focal_alpha, self.focal_gamma, obj)
+            total = (per_cell * kept).sum()
+            norm = num_pos if self.focal_normalize == "num_pos" else kept.sum().clamp(min=1)
+            return total / norm * self.focal_loss_ratio
+        per_cell = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return (per_cell * kept).sum() / kept.sum().clamp(min=1)
+
+    def cls_term(self, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """BCE over the positives' class logits ``[P, C]``, targets smoothed to y (1 - eps) + eps / 2."""
+        eps = self.label_smoothing
+        target = F.one_hot(classes, self.num_classes).float() * (1 - eps) + eps / 2
+        if self.focal_cls:
+            return focal_bce(logits, target, self.focal_alpha, self.focal_gamma).mean()
+        return F.binary_cross_entropy_with_logits(logits, target)

@@ -1,0 +1,406 @@
+"""nets/loss.py: assignment against a plain loop, the terms against references and hand values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou, sigmoid_focal_loss
+
+from nets.loss import YOLOLoss, focal_bce
+from nets.yolo import build_model
+from utils.config import read_anchors
+from utils.postprocess import decode_boxes, to_per_anchor
+
+ANCHORS = read_anchors("model_data/yolo_anchors.txt")
+TINY_ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
+V4 = {"anchors": ANCHORS, "strides": (8, 16, 32), "anchor_masks": ((0, 1, 2), (3, 4, 5), (6, 7, 8))}
+TINY = {"anchors": TINY_ANCHORS, "strides": (16, 32), "anchor_masks": ((1, 2, 3), (3, 4, 5))}
+
+
+def make_loss(num_classes: int = 4, input_size: int = 128, arch: dict = V4, **kw) -> YOLOLoss:
+    return YOLOLoss(num_classes, arch["anchors"], arch["strides"], input_size, arch["anchor_masks"], **kw)
+
+
+def random_maps(loss: YOLOLoss, batch: int, size: int, seed: int = 0, scale: float = 1.0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ch = loss.num_anchors * (5 + loss.num_classes)
+    return [torch.randn(batch, ch, size // s, size // s, generator=g) * scale for s in loss.strides]
+
+
+def random_targets(batch: int, per_image: int, size: int, num_classes: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for b in range(batch):
+        n = per_image
+        cxy = torch.rand(n, 2, generator=g) * size
+        wh = torch.rand(n, 2, generator=g) * size * 0.6 + 3
+        cls = torch.randint(0, num_classes, (n, 1), generator=g).float()
+        boxes = torch.cat([cxy - wh / 2, cxy + wh / 2], 1).clamp(0, size)
+        rows.append(torch.cat([torch.full((n, 1), float(b)), cls, boxes], 1))
+        # near-duplicates of the first boxes: same cell and anchor, so collisions happen
+        dup = rows[-1][:3].clone()
+        dup[:, 2:] += torch.rand(3, 4, generator=g) * 2
+        rows.append(dup)
+    return torch.cat(rows)
+
+
+def decoded(loss: YOLOLoss, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    preds = [to_per_anchor(m, loss.num_anchors) for m in maps]
+    return [decode_boxes(p, loss.level_anchors(i), loss.strides[i], loss.scale_x_y[i]) for i, p in enumerate(preds)]
+
+
+def loop_assign(loss: YOLOLoss, boxes: list[torch.Tensor], targets: torch.Tensor):
+    """The classic per-box algorithm, written plainly: returns {(lvl, b, a, gy, gx): (box, cls)} and ignore sets."""
+    used = sorted({k for m in loss.anchor_masks for k in m})
+    anchors = loss.anchors.tolist()
+    owner: dict[tuple, tuple[float, int]] = {}
+    rows = targets.tolist()
+    for m, (b, _c, x1, y1, x2, y2) in enumerate(rows):
+        w, h = x2 - x1, y2 - y1
+        if w <= 0 or h <= 0:
+            continue
+        ious = []
+        for aw, ah in anchors:
+            inter = min(w, aw) * min(h, ah)
+            ious.append(inter / (w * h + aw * ah - inter))
+        best = max(used, key=lambda k: (ious[k], -k))  # first maximum
+        chosen = {best}
+        if loss.multi_anchor_iou is not None:
+            chosen |= {k for k in used if ious[k] > loss.multi_anchor_iou}
+        for lvl, mask in enumerate(loss.anchor_masks):
+            s = loss.strides[lvl]
+            hh, ww = boxes[lvl].shape[2:4]
+            for a, k in enumerate(mask):
+                if k not in chosen:
+                    continue
+                gx = min(int((x1 + x2) / 2 / s), ww - 1)
+                gy = min(int((y1 + y2) / 2 / s), hh - 1)
+                key = (lvl, int(b), a, gy, gx)
+                if key not in owner or ious[k] > owner[key][0]:
+                    owner[key] = (ious[k], m)
+    positives = {key: (rows[m][2:], int(rows[m][1])) for key, (_, m) in owner.items()}
+    ignored = set()
+    for lvl, bx in enumerate(boxes):
+        batch, n_a, hh, ww, _ = bx.shape
+        for b in range(batch):
+            gts = torch.tensor([r[2:] for r in rows if int(r[0]) == b and r[4] > r[2] and r[5] > r[3]]).view(-1, 4)
+            if not len(gts):
+                continue
+            best = box_iou(bx[b].reshape(-1, 4).double(), gts.double()).amax(1).view(n_a, hh, ww)
+            for a, gy, gx in (best > loss.ignore_thresh).nonzero().tolist():
+                if (lvl, b, a, gy, gx) not in positives:
+                    ignored.add((lvl, b, a, gy, gx))
+    return positives, ignored
+
+
+@pytest.mark.parametrize("arch", [V4, TINY], ids=["yolov4", "tiny"])
+@pytest.mark.parametrize("multi", [None, 0.213])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_assignment_equals_plain_loop(arch: dict, multi: float | None, seed: int) -> None:
+    size, batch = 128, 3
+    loss = make_loss(4, size, arch, multi_anchor_iou=multi, ignore_thresh=0.3)
+    maps = random_maps(loss, batch, size, seed)
+    targets = random_targets(batch, 8, size, 4, seed)
+    boxes = decoded(loss, maps)
+    got = loss.assign(boxes, targets)
+    positives, ignored = loop_assign(loss, boxes, targets)
+
+    got_pos, got_ign = {}, set()
+    for lvl, tg in enumerate(got.levels):
+        assert tg.obj_mask.sum() == len(tg.b)  # one positive per cell
+        for i in range(len(tg.b)):
+            key = (lvl, int(tg.b[i]), int(tg.a[i]), int(tg.gy[i]), int(tg.gx[i]))
+            assert tg.obj_mask[key[1:]]
+            got_pos[key] = (tg.boxes[i].tolist(), int(tg.classes[i]))
+        got_ign |= {(lvl, *k) for k in tg.ignore_mask.nonzero().tolist()}
+    assert got_pos.keys() == positives.keys()
+    for key, (box, c) in positives.items():
+        assert got_pos[key][1] == c
+        assert got_pos[key][0] == pytest.approx(box, abs=1e-4)
+    assert got_ign == ignored
+    assert len(ignored) > 0 and got.stats["collisions"] > 0  # the cases were exercised
+    assert got.stats["num_pos"] == len(positives)
+    assert got.stats["ignored"] == len(ignored)
+
+
+def test_assignment_is_order_independent() -> None:
+    loss = make_loss(4, 128)
+    maps = random_maps(loss, 2, 128, 5)
+    targets = random_targets(2, 10, 128, 4, 5)
+    boxes = decoded(loss, maps)
+    a = loss.assign(boxes, targets)
+    b = loss.assign(boxes, targets.flip(0))
+    for la, lb in zip(a.levels, b.levels, strict=True):
+        assert torch.equal(la.obj_mask, lb.obj_mask)
+        assert torch.equal(la.ignore_mask, lb.ignore_mask)
+        ka = sorted(zip(la.b.tolist(), la.a.tolist(), la.gy.tolist(), la.gx.tolist(), la.boxes.tolist(), strict=True))
+        kb = sorted(zip(lb.b.tolist(), lb.a.tolist(), lb.gy.tolist(), lb.gx.tolist(), lb.boxes.tolist(), strict=True))
+        # same cells; equal-IoU ties may pick either duplicate, otherwise the same boxes
+        assert [k[:4] for k in ka] == [k[:4] for k in kb]
+    assert a.stats["collisions"] == b.stats["collisions"]
+
+
+def positives_of(loss: YOLOLoss, targets: torch.Tensor, size: int = 416, batch: int = 1):
+    maps = random_maps(loss, batch, size, 0, scale=0.0)
+    got = loss.assign(decoded(loss, maps), targets)
+    return [(lvl, int(tg.b[i]), int(tg.a[i]), int(tg.gy[i]), int(tg.gx[i]))
+            for lvl, tg in enumerate(got.levels) for i in range(len(tg.b))], got
+
+
+def test_box_lands_on_known_level_anchor_and_cell() -> None:
+    loss = make_loss(20, 416)
+    # a 36x75 box is anchor 3 exactly (yolov4 anchors 12,16 19,36 40,28 36,75 ...): level 1
+    # (stride 16, mask 3,4,5), slot 0; centre (100, 60) -> cell x 100 // 16 = 6, y 60 // 16 = 3
+    t = torch.tensor([[0, 7, 100 - 18, 60 - 37.5, 100 + 18, 60 + 37.5]])
+    pos, got = positives_of(loss, t)
+    assert pos == [(1, 0, 0, 3, 6)]
+    assert got.levels[1].classes.tolist() == [7]
+    # a 12x16 box on the border: centre (410, 8) -> level 0, anchor 0, cell x 51, y 1
+    pos, _ = positives_of(loss, torch.tensor([[0, 0, 404.0, 0, 416, 16]]))
+    assert pos == [(0, 0, 0, 1, 51)]
+    # tiny: anchor 0 (10x14) is in no mask, so a 10x14 box goes to the best used anchor, 1 (23x27)
+    tiny = make_loss(20, 416, TINY)
+    pos, _ = positives_of(tiny, torch.tensor([[0, 0, 100.0, 100, 110, 114]]))
+    assert pos == [(0, 0, 0, 6, 6)]  # level stride 16, mask (1, 2, 3) slot 0, cell 105 // 16, 107 // 16
+    # tiny: anchor 3 (81x82) is in both masks, so the box is positive on both levels
+    pos, _ = positives_of(tiny, torch.tensor([[0, 0, 100.0, 100, 181, 182]]))
+    assert pos == [(0, 0, 2, 8, 8), (1, 0, 0, 4, 4)]
+
+
+def test_multi_anchor_threshold_adds_anchors() -> None:
+    # 30x30 box: shape IoUs with 19x36 = 570/(900+684-570) = 0.562, with 40x28 = 840/(900+1120-840) = 0.712,
+    # with 12x16 = 192/900 = 0.213, 36x75: 900/2700 = 0.333 -> best anchor 2; > 0.3 adds 1 and 3.
+    t = torch.tensor([[0, 1, 100.0, 100, 130, 130]])
+    pos, _ = positives_of(make_loss(4, 416), t)
+    assert [(p[0], p[2]) for p in pos] == [(0, 2)]
+    pos, _ = positives_of(make_loss(4, 416, multi_anchor_iou=0.3), t)
+    assert sorted((p[0], p[2]) for p in pos) == [(0, 1), (0, 2), (1, 0)]
+
+
+def test_collision_keeps_the_better_shape() -> None:
+    loss = make_loss(4, 416)
+    # both centred in cell (6, 6) of stride 16 with best anchor 3 (36x75); the second is
+    # exactly 36x75 (IoU 1), the first 34x70 (IoU 2380/2700 = 0.88): the second wins
+    t = torch.tensor([[0, 1, 100 - 17, 100 - 35, 100 + 17, 100 + 35], [0, 2, 100 - 18, 100 - 37.5, 100 + 18, 100 + 37.5]])
+    pos, got = positives_of(loss, t)
+    assert pos == [(1, 0, 0, 6, 6)]
+    assert got.levels[1].classes.tolist() == [2]
+    assert got.stats["collisions"] == 1
+    _, flipped = positives_of(loss, t.flip(0))
+    assert flipped.levels[1].classes.tolist() == [2]
+
+
+def test_invalid_targets_are_counted_not_assigned() -> None:
+    loss = make_loss(4, 416)
+    t = torch.tensor([[0, 1, 10.0, 10, 10, 40],  # zero width
+                      [0, 9, 10.0, 10, 50, 40],  # class out of range
+                      [5, 1, 10.0, 10, 50, 40],  # image index out of range
+                      [0, 1, 10.0, 10, 50, float("nan")],
+                      [0, 1, 10.0, 10, 50, 40]])
+    pos, got = positives_of(loss, t)
+    assert len(pos) == 1 and got.stats["invalid_targets"] == 4
+
+
+def test_nan_predictions_do_not_leak_into_assignment() -> None:
+    loss = make_loss(4, 128)
+    maps = random_maps(loss, 2, 128, 3)
+    targets = random_targets(2, 6, 128, 4, 3)
+    clean = loss.assign(decoded(loss, maps), targets)
+    bad = [m.clone() for m in maps]
+    bad[0][0, 2, 3, 4] = float("nan")  # a w logit
+    bad[1][1, 3, 0, 0] = float("inf")
+    dirty = loss.assign(decoded(loss, bad), targets)
+    for c, d in zip(clean.levels, dirty.levels, strict=True):
+        assert torch.equal(c.obj_mask, d.obj_mask)
+        assert torch.equal(c.boxes, d.boxes)
+    # box logits of cells that are not positives do not enter the loss at all ...
+    assert torch.isfinite(loss(bad, targets)[0])
+    # ... while a NaN objectness logit makes the loss NaN, for the training loop to stop on
+    bad[0][0, 4, 0, 0] = float("nan")
+    assert not torch.isfinite(loss(bad, targets)[0])
+
+
+def test_huge_wh_logit_stays_finite() -> None:
+    loss = make_loss(4, 128)
+    maps = random_maps(loss, 1, 128, 1)
+    maps[0][0, 2] = 500.0  # exp(500) is inf without the clamp
+    total, terms = loss(maps, random_targets(1, 5, 128, 4, 1))
+    assert torch.isfinite(total) and all(torch.isfinite(v) for v in terms.values())
+
+
+# ---------------------------------------------------------------- terms against references
+
+
+def kept_and_logits(loss: YOLOLoss, maps, targets):
+    got = loss.assign([b.detach() for b in decoded(loss, maps)], targets)
+    out = []
+    for m, tg in zip(maps, got.levels, strict=True):
+        logits = to_per_anchor(m, loss.num_anchors)[..., 4]
+        out.append((logits, tg.obj_mask, tg.obj_mask | ~tg.ignore_mask))
+    return out, got
+
+
+@pytest.mark.parametrize("normalize", ["mean", "num_pos"])
+@pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (0.5, 1.0), (0.75, 0.5)])
+def test_focal_conf_equals_torchvision_sigmoid_focal_loss(normalize: str, alpha: float, gamma: float) -> None:
+    kw = {"box_weight": 0.0, "cls_weight": 0.0, "focal_loss": True, "focal_alpha": alpha, "focal_gamma": gamma,
+          "focal_loss_ratio": 10.0, "focal_normalize": normalize, "ignore_thresh": 0.4}
+    loss = make_loss(4, 128, **kw)
+    targets = random_targets(2, 6, 128, 4, 7)
+    maps = [m.requires_grad_() for m in random_maps(loss, 2, 128, 7)]
+    ref_maps = [m.detach().clone().requires_grad_() for m in maps]
+    total, terms = loss(maps, targets)
+
+    levels, got = kept_and_logits(loss, ref_maps, targets)
+    num_pos = got.stats["num_pos"].clamp(min=1)
+    ref = 0.0
+    for i, (logits, obj, kept) in enumerate(levels):
+        if normalize == "mean":
+            fl = sigmoid_focal_loss(logits[kept], obj[kept].float(), alpha, gamma, reduction="mean")
+        else:
+            fl = sigmoid_focal_loss(logits[kept], obj[kept].float(), alpha, gamma, reduction="sum") / num_pos
+        ref = ref + fl * 10.0 * loss.balance[i] * loss.obj_weight
+    torch.testing.assert_close(total, ref)
+    torch.testing.assert_close(terms["conf"], ref.detach())
+    total.backward()
+    ref.backward()
+    for m, r in zip(maps, ref_maps, strict=True):
+        torch.testing.assert_close(m.grad, r.grad)
+
+
+def test_bce_conf_equals_masked_bce_by_hand() -> None:
+    loss = make_loss(4, 128, box_weight=0.0, cls_weight=0.0, ignore_thresh=0.4)
+    targets = random_targets(2, 6, 128, 4, 8)
+    maps = random_maps(loss, 2, 128, 8)
+    total, _ = loss(maps, targets)
+    levels, _ = kept_and_logits(loss, maps, targets)
+    ref = sum(F.binary_cross_entropy_with_logits(lg[k], o[k].float()) * loss.balance[i] * loss.obj_weight
+              for i, (lg, o, k) in enumerate(levels))
+    torch.testing.assert_close(total, ref)
+
+
+def test_gamma_zero_alpha_half_is_half_bce() -> None:
+    common = {"box_weight": 0.0, "cls_weight": 0.0}
+    bce = make_loss(4, 128, **common)
+    focal = make_loss(4, 128, focal_loss=True, focal_gamma=0.0, focal_alpha=0.5, focal_loss_ratio=1.0, **common)
+    targets = random_targets(2, 6, 128, 4, 9)
+    maps = random_maps(loss=bce, batch=2, size=128, seed=9)
+    _, t_bce = bce(maps, targets)
+    _, t_focal = focal(maps, targets)
+    torch.testing.assert_close(t_focal["conf"], 0.5 * t_bce["conf"])
+
+
+def test_focal_bce_matches_torchvision_elementwise() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, generator=g, dtype=torch.float64)
+    target = (torch.rand(500, generator=g) > 0.7).double()
+    torch.testing.assert_close(focal_bce(logits, target, 0.25, 2.0), sigmoid_focal_loss(logits, target, 0.25, 2.0))
+
+
+def test_focal_off_is_the_bce_term_and_on_differs() -> None:
+    targets = random_targets(2, 6, 128, 4, 2)
+    maps = random_maps(make_loss(), 2, 128, 2)
+    off = make_loss(4, 128, focal_loss=False)(maps, targets)[1]
+    on = make_loss(4, 128, focal_loss=True)(maps, targets)[1]
+    assert on["conf"] != off["conf"]
+    torch.testing.assert_close(on["loc"], off["loc"])
+    torch.testing.assert_close(on["cls"], off["cls"])
+
+
+def test_empty_batch_gives_only_a_finite_conf_term() -> None:
+    loss = make_loss(4, 128, focal_loss=True, focal_normalize="num_pos")
+    maps = [m.requires_grad_() for m in random_maps(loss, 2, 128, 0)]
+    total, terms = loss(maps, torch.zeros(0, 6))
+    assert torch.isfinite(total) and terms["conf"] > 0
+    assert terms["loc"] == 0 and terms["cls"] == 0
+    total.backward()
+    assert all(torch.isfinite(m.grad).all() for m in maps)
+    assert loss.stats["num_pos"] == 0
+
+
+def test_loc_term_by_hand_with_exact_prediction() -> None:
+    # logits that decode exactly onto the target give 1 - CIoU = 0
+    loss = make_loss(4, 416, cls_weight=0.0, obj_weight=0.0)
+    maps = random_maps(loss, 1, 416, 0, scale=0.0)
+    # target 36x75 at centre (104, 56): level 1 (stride 16), anchor slot 0, cell (6, 3);
+    # sigmoid(tx) = 104/16 - 6 = 0.5 -> tx = 0, sigmoid(ty) = 56/16 - 3 = 0.5 -> ty = 0; tw = th = 0
+    t = torch.tensor([[0, 1, 104 - 18, 56 - 37.5, 104 + 18, 56 + 37.5]])
+    _, terms = loss(maps, t)
+    assert terms["loc"].item() == pytest.approx(0.0, abs=1e-6)
+    maps[1][0, 2, 3, 6] = math.log(2.0)  # width twice the anchor: 72x75 vs 36x75 -> IoU 0.5, same centre
+    _, terms = loss(maps, t)
+    # CIoU = IoU - d^2/c^2 - alpha v with d = 0; v = 4/pi^2 (atan(36/75) - atan(72/75))^2
+    v = 4 / math.pi**2 * (math.atan(36 / 75) - math.atan(72 / 75)) ** 2
+    alpha = v / (1 - 0.5 + v)
+    assert terms["loc"].item() == pytest.approx((1 - (0.5 - alpha * v)) * 0.05, rel=1e-5)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_label_smoothing_changes_class_targets(eps: float) -> None:
+    loss = make_loss(4, 416, box_weight=0.0, obj_weight=0.0, label_smoothing=eps)
+    maps = random_maps(loss, 1, 416, 4)
+    t = torch.tensor([[0, 2, 104 - 18, 56 - 37.5, 104 + 18, 56 + 37.5]])
+    _, terms = loss(maps, t)
+    logits = to_per_anchor(maps[1], 3)[0, 0, 3, 6, 5:]
+    # targets: 1 - eps/2 for the true class, eps/2 for the others (0.95 and 0.025 at eps = 0.1)
+    y = torch.full((4,), eps / 2)
+    y[2] = 1 - eps / 2
+    ref = F.binary_cross_entropy_with_logits(logits, y) * (4 / 80)
+    torch.testing.assert_close(terms["cls"], ref)
+
+
+def test_focal_cls_applies_focal_to_the_class_term() -> None:
+    kw = {"box_weight": 0.0, "obj_weight": 0.0, "focal_cls": True, "focal_alpha": 0.25, "focal_gamma": 2.0}
+    loss = make_loss(4, 416, **kw)
+    maps = random_maps(loss, 1, 416, 4)
+    t = torch.tensor([[0, 2, 104 - 18, 56 - 37.5, 104 + 18, 56 + 37.5]])
+    _, terms = loss(maps, t)
+    logits = to_per_anchor(maps[1], 3)[0, 0, 3, 6, 5:]
+    ref = sigmoid_focal_loss(logits, F.one_hot(torch.tensor(2), 4).float(), 0.25, 2.0, reduction="mean") * (4 / 80)
+    torch.testing.assert_close(terms["cls"], ref)
+
+
+def test_weights_scale_with_input_area_and_classes() -> None:
+    loss = make_loss(20, 608, obj_weight=5.0, cls_weight=1.0)
+    assert loss.obj_weight == pytest.approx(5.0 * 608**2 / 416**2)
+    assert loss.cls_weight == pytest.approx(20 / 80)
+    tiny = make_loss(20, 416, TINY, balance=(4.0, 1.0, 0.4))
+    assert tiny.balance == [1.0, 0.4]  # strides 16 and 32
+
+
+def test_loss_under_autocast_is_float32() -> None:
+    loss = make_loss(4, 128, focal_loss=True)
+    maps = [m.to(torch.bfloat16) for m in random_maps(loss, 2, 128, 1)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, terms = loss(maps, random_targets(2, 4, 128, 4, 1))
+    assert total.dtype == torch.float32 and torch.isfinite(total)
+
+
+def test_from_config_builds_the_configured_loss() -> None:
+    from utils.config import load_config
+
+    cfg = load_config("voc.yaml", ["loss.focal_gamma=1.5", "loss.label_smoothing=0.05", "loss.iou_type=giou"])
+    loss = YOLOLoss.from_config(cfg, 20, ANCHORS, (8, 16, 32), V4["anchor_masks"])
+    assert (loss.focal_loss, loss.focal_gamma, loss.label_smoothing, loss.iou_type) == (True, 1.5, 0.05, "giou")
+
+
+def test_small_model_overfits_two_images() -> None:
+    # yolov4-tiny at 64 px on a 2-image batch: the total loss falls by over 90%
+    # (last 5 steps' mean against the first step).
+    torch.manual_seed(0)
+    model = build_model("yolov4-tiny", 3)
+    loss = make_loss(3, 64, TINY, focal_loss=True)
+    images = torch.rand(2, 3, 64, 64)
+    targets = torch.tensor([[0, 0, 5.0, 6, 30, 35], [0, 2, 35, 20, 60, 50], [1, 1, 15, 15, 45, 55]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(60):
+        total, _ = loss(model(images), targets)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append(total.item())
+    assert sum(history[-5:]) / 5 < 0.1 * history[0], history

@@ -1,0 +1,45 @@
+"""Decoding raw YOLO maps into boxes; shared by the loss and by inference.
+
+A raw map of one level is ``[B, A * (5 + C), H, W]``; per anchor its channels are
+``(tx, ty, tw, th, objectness, class_1 .. class_C)``. Decoding, in input pixels:
+
+    x = (sigmoid(tx) * s - (s - 1) / 2 + grid_x) * stride      (s = scale_x_y, Darknet)
+    w = exp(min(tw, WH_LOGIT_MAX)) * anchor_w
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+# exp(10) * the largest anchor (459 px) is about 1e7 px: finite in float16 and float32 alike,
+# so one bad logit cannot produce inf (and then NaN) in the IoU terms.
+WH_LOGIT_MAX = 10.0
+
+
+def to_per_anchor(raw: torch.Tensor, num_anchors: int) -> torch.Tensor:
+    """``[B, A * (5 + C), H, W]`` -> ``[B, A, H, W, 5 + C]`` (a view where the layout allows)."""
+    b, ch, h, w = raw.shape
+    return raw.view(b, num_anchors, ch // num_anchors, h, w).permute(0, 1, 3, 4, 2)
+
+
+@lru_cache(maxsize=32)
+def make_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Cell offsets ``[H, W, 2]`` = (x, y), cached per (H, W, device, dtype)."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                            torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    return torch.stack((xs, ys), -1)  # [H, W, 2]
+
+
+def decode_boxes(pred: torch.Tensor, anchors: torch.Tensor, stride: int, scale_x_y: float = 1.0) -> torch.Tensor:
+    """Boxes xyxy in input pixels from per-anchor predictions.
+
+    ``pred [B, A, H, W, >=4]`` (tx, ty, tw, th first), ``anchors [A, 2]`` (w, h) in input
+    pixels -> ``[B, A, H, W, 4]``.
+    """
+    h, w = pred.shape[2:4]
+    grid = make_grid(h, w, pred.device, pred.dtype)  # [H, W, 2]
+    xy = (pred[..., :2].sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + grid) * stride  # [B, A, H, W, 2]
+    wh = pred[..., 2:4].clamp(max=WH_LOGIT_MAX).exp() * anchors.to(pred)[None, :, None, None, :]  # [B, A, H, W, 2]
+    return torch.cat((xy - wh / 2, xy + wh / 2), -1)
