@@ -18,13 +18,14 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from utils.boxes import IOU_KINDS, bbox_iou, shape_iou
-from utils.postprocess import decode_boxes, to_per_anchor
+from utils.postprocess import WH_LOGIT_MAX, decode, decode_boxes, split_anchors
 
 NOMINAL_INPUT = 416  # the objectness weight scales with input area / 416^2 (the cfgs' training size)
 NOMINAL_CLASSES = 80  # the class weight scales with num_classes / 80
@@ -74,6 +75,13 @@ class Assignment:
     stats: dict[str, torch.Tensor]  # num_pos, collisions, ignored, invalid_targets (0-dim tensors)
 
 
+@lru_cache(maxsize=16)
+def _objectness_index(batch: int, num_anchors: int, per_anchor: int, hw: int, device: torch.device) -> torch.Tensor:
+    """Flat indices of the objectness channel of every cell in a raw map ``[B, A * per_anchor, H, W]``."""
+    planes = torch.arange(batch * num_anchors, device=device)[:, None] * (per_anchor * hw) + 4 * hw  # [B*A, 1]
+    return (planes + torch.arange(hw, device=device)).reshape(-1)
+
+
 class YOLOLoss(nn.Module):
     """YOLOv4 loss over all levels; see the module docstring.
 
@@ -107,6 +115,9 @@ class YOLOLoss(nn.Module):
         used = sorted({i for m in self.anchor_masks for i in m})
         self.register_buffer("anchor_used", torch.zeros(len(anchors), dtype=torch.bool).index_fill_(0, torch.tensor(used), True),
                              persistent=False)
+        for lvl, m in enumerate(self.anchor_masks):  # per-level anchor indices and (w, h), kept on the loss's device
+            self.register_buffer(f"mask{lvl}", torch.tensor(m), persistent=False)
+            self.register_buffer(f"anchors{lvl}", self.anchors[list(m)].clone(), persistent=False)
         # per-level values are given for strides 8, 16, 32; a level takes the entry of its stride
         level = [int(math.log2(s)) - 3 for s in self.strides]
         self.balance = [float(balance[i]) for i in level]
@@ -132,16 +143,16 @@ class YOLOLoss(nn.Module):
 
     def level_anchors(self, level: int) -> torch.Tensor:
         """``[A, 2]`` anchors (w, h) in input pixels of one level."""
-        return self.anchors[list(self.anchor_masks[level])]
+        return getattr(self, f"anchors{level}")
 
     # ------------------------------------------------------------------ assignment
 
     @torch.no_grad()
-    def assign(self, boxes: list[torch.Tensor], targets: torch.Tensor) -> Assignment:
+    def assign(self, outputs: Sequence[torch.Tensor], targets: torch.Tensor) -> Assignment:
         """Match ground truths to (level, anchor, cell) and mark the ignored negatives.
 
-        ``boxes``: per level the decoded predictions ``[B, A, H, W, 4]`` (xyxy, input pixels),
-        used only for the ignore mask; ``targets [M, 6]``.
+        ``outputs``: the raw maps ``[B, A * (5 + C), H, W]`` (only the box logits are read,
+        for the ignore mask); ``targets [M, 6]``.
 
         Each ground truth goes to the anchor of best shape IoU among the anchors the levels
         use, at the cell holding its centre, on every level whose mask holds that anchor;
@@ -149,8 +160,9 @@ class YOLOLoss(nn.Module):
         (Darknet's iou_thresh). Two ground truths on one (image, anchor, cell): the larger
         shape IoU wins, ties to the earlier target; the losers are counted as collisions.
         """
-        device = boxes[0].device
-        batch = boxes[0].shape[0]
+        preds = [split_anchors(o.float(), self.num_anchors) for o in outputs]  # [B, A, 5 + C, H, W] views
+        device = preds[0].device
+        batch = preds[0].shape[0]
         t = targets.to(device, torch.float32).reshape(-1, 6)
         wh = t[:, 4:6] - t[:, 2:4]
         valid = (wh > 0).all(1) & (t[:, 1] >= 0) & (t[:, 1] < self.num_classes) & (t[:, 0] >= 0) & (t[:, 0] < batch)
@@ -164,13 +176,12 @@ class YOLOLoss(nn.Module):
         if self.multi_anchor_iou is not None:
             chosen |= ious > self.multi_anchor_iou
 
-        gt_boxes, gt_valid = self._per_image(t, img, batch)  # [B, G, 4], [B, G]
         levels = []
         collisions = torch.zeros((), dtype=torch.long, device=device)
         ignored = torch.zeros((), dtype=torch.long, device=device)
-        for lvl, pred in enumerate(boxes):
-            _, n_a, h, w, _ = pred.shape
-            mask = torch.tensor(self.anchor_masks[lvl], device=device)
+        for lvl, pred in enumerate(preds):
+            _, n_a, _, h, w = pred.shape
+            mask = getattr(self, f"mask{lvl}")
             m_idx, a_idx = chosen[:, mask].nonzero(as_tuple=True)  # candidates [N]
             iou = ious[m_idx, mask[a_idx]]  # [N]
             gx = (centre[m_idx, 0] / self.strides[lvl]).long().clamp_(0, w - 1)
@@ -186,18 +197,67 @@ class YOLOLoss(nn.Module):
             collisions += (~win).sum()
             key, m_win = key[win], m_idx[win]
             obj_mask = torch.zeros(cells, dtype=torch.bool, device=device).index_fill_(0, key, True).view(batch, n_a, h, w)
-
-            # ignore: negatives whose decoded box overlaps a ground truth of their image
-            pred_flat = torch.nan_to_num(pred.reshape(batch, -1, 4), nan=0.0, posinf=0.0, neginf=0.0)  # [B, A*H*W, 4]
-            overlap = bbox_iou(pred_flat[:, :, None], gt_boxes[:, None])  # [B, A*H*W, G]
-            best_overlap = overlap.masked_fill(~gt_valid[:, None], 0.0).amax(2)  # [B, A*H*W]
-            ignore_mask = (best_overlap > self.ignore_thresh).view(batch, n_a, h, w) & ~obj_mask
+            ignore_mask = self._overlapping(lvl, pred, t, img) & ~obj_mask
             ignored += ignore_mask.sum()
             levels.append(LevelTargets(obj_mask, ignore_mask, b[win], a_idx[win], gy[win], gx[win],
                                        t[m_win, 2:6], cls[m_win]))
         num_pos = sum(lv.obj_mask.sum() for lv in levels)
         stats = {"num_pos": num_pos, "collisions": collisions, "ignored": ignored, "invalid_targets": invalid}
         return Assignment(levels, stats)
+
+    def _overlapping(self, lvl: int, pred: torch.Tensor, t: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        """``[B, A, H, W]``: cells whose decoded box has IoU > ignore_thresh with a ground truth of its image.
+
+        ``pred [B, A, 5 + C, H, W]``; ``t [M, 6]`` valid targets, ``img [M]`` their image indices.
+
+        Non-finite predictions count as overlapping nothing. For ignore_thresh >= 0.5 only
+        the cells near each ground truth are compared with it: IoU > 0.5 needs the
+        intersection to exceed half of the predicted box, which puts the predicted centre
+        strictly inside the ground truth (were it outside along y, the intersection would be
+        at most half the box's height times its width), and a cell's prediction can only be
+        centred within ``(s - 1) / 2`` cells of the cell. Of those (ground truth, cell, anchor)
+        triples, only the ones whose areas are within a factor ignore_thresh of each other
+        (IoU <= smaller area / larger area) get an IoU. Below 0.5 every cell is compared with
+        every box of its image.
+        """
+        batch, n_a, _, h, w = pred.shape
+        stride, sxy = self.strides[lvl], self.scale_x_y[lvl]
+        anchors = self.level_anchors(lvl)  # [A, 2]
+        out = torch.zeros(batch * n_a * h * w, dtype=torch.bool, device=pred.device)
+        if len(t) == 0:
+            return out.view(batch, n_a, h, w)
+        if self.ignore_thresh < 0.5:
+            boxes = decode_boxes(pred[:, :, :4].permute(0, 1, 3, 4, 2), anchors, stride, sxy)  # [B, A, H, W, 4]
+            boxes = boxes.reshape(batch, -1, 4)  # [B, A*H*W, 4]
+            gt_boxes, gt_valid = self._per_image(t, img, batch)  # [B, G, 4], [B, G]
+            overlap = bbox_iou(boxes[:, :, None], gt_boxes[:, None]).masked_fill(~gt_valid[:, None], 0.0)  # [B, A*H*W, G]
+            return (overlap.amax(2) > self.ignore_thresh).view(batch, n_a, h, w)  # NaN compares False
+        margin = (sxy - 1) / 2
+        x0 = torch.floor(t[:, 2] / stride - margin).long().clamp(0, w - 1)  # cell ranges [M]
+        x1 = torch.floor(t[:, 4] / stride + margin).long().clamp(0, w - 1)
+        y0 = torch.floor(t[:, 3] / stride - margin).long().clamp(0, h - 1)
+        y1 = torch.floor(t[:, 5] / stride + margin).long().clamp(0, h - 1)
+        nx = x1 - x0 + 1
+        count = nx * (y1 - y0 + 1)  # cells per ground truth [M]
+        gt = torch.repeat_interleave(torch.arange(len(t), device=t.device), count)  # (ground truth, cell) pairs [P]
+        x0, y0, nx, b, start = torch.stack((x0, y0, nx, img, torch.cumsum(count, 0) - count), 1)[gt].unbind(1)  # [P]
+        k = torch.arange(len(gt), device=t.device) - start
+        gx, gy = x0 + k % nx, y0 + k // nx  # [P]
+        logits = pred[:, :, :4].permute(0, 3, 4, 1, 2)  # [B, H, W, A, 4]
+        # box area = exp(tw + th) * anchor area, without decoding the centres
+        twh = logits[..., 2:].clamp(max=WH_LOGIT_MAX)
+        area = ((twh[..., 0] + twh[..., 1]).exp() * anchors.prod(-1)).contiguous().view(-1, n_a)  # [B*H*W, A]
+        cell = (b * h + gy) * w + gx  # [P]
+        pair_area = area[cell]  # [P, A]
+        gt_area = ((t[:, 4] - t[:, 2]) * (t[:, 5] - t[:, 3]))[gt, None]  # [P, 1]
+        near = (pair_area > self.ignore_thresh * gt_area) & (pair_area * self.ignore_thresh < gt_area)  # NaN: False
+        p_idx, a_idx = near.nonzero(as_tuple=True)  # [Q]
+        b, gy, gx = b[p_idx], gy[p_idx], gx[p_idx]
+        q = logits[b, gy, gx, a_idx]  # [Q, 4]
+        boxes = decode(q[:, :2], q[:, 2:], torch.stack((gx, gy), -1).to(q.dtype), anchors[a_idx], stride, sxy)  # [Q, 4]
+        hit = bbox_iou(boxes, t[gt[p_idx], 2:6]) > self.ignore_thresh  # [Q]
+        flat = ((b * n_a + a_idx) * h + gy) * w + gx  # [Q]
+        return out.index_fill_(0, flat[hit], True).view(batch, n_a, h, w)
 
     @staticmethod
     def _per_image(t: torch.Tensor, img: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,21 +285,39 @@ class YOLOLoss(nn.Module):
             raise ValueError(f"expected {len(self.strides)} maps (strides {self.strides}), got {len(outputs)}")
         device_type = outputs[0].device.type
         with torch.autocast(device_type, enabled=False):
-            preds = [to_per_anchor(o.float(), self.num_anchors) for o in outputs]  # [B, A, H, W, 5 + C] each
-            boxes = [decode_boxes(p, self.level_anchors(i), self.strides[i], self.scale_x_y[i]) for i, p in enumerate(preds)]
-            assignment = self.assign([bx.detach() for bx in boxes], targets)
-            zero = preds[0].new_zeros(())
+            assignment = self.assign([o.detach() for o in outputs], targets)
+            zero = outputs[0].new_zeros((), dtype=torch.float32)
             loc, conf, cls = zero, zero, zero
             num_pos = assignment.stats["num_pos"].clamp(min=1).float()
-            for i, (p, bx, tg) in enumerate(zip(preds, boxes, assignment.levels, strict=True)):
-                conf = conf + self.conf_term(p[..., 4], tg, num_pos) * self.balance[i] * self.obj_weight
-                if len(tg.b):
-                    pred_boxes = bx[tg.b, tg.a, tg.gy, tg.gx]  # [P, 4]
-                    loc = loc + (1.0 - bbox_iou(pred_boxes, tg.boxes, self.iou_type)).mean() * self.box_weight
-                    cls = cls + self.cls_term(p[tg.b, tg.a, tg.gy, tg.gx, 5:], tg.classes) * self.cls_weight
+            for i, (raw, tg) in enumerate(zip(outputs, assignment.levels, strict=True)):
+                obj_logits, pos = self._gather(raw.float(), tg)  # [B, A, H, W], [P, 5 + C]
+                conf = conf + self.conf_term(obj_logits, tg, num_pos) * self.balance[i] * self.obj_weight
+                if len(pos):
+                    cell = torch.stack((tg.gx, tg.gy), -1).to(pos.dtype)  # [P, 2]
+                    boxes = decode(pos[:, :2], pos[:, 2:4], cell, self.level_anchors(i)[tg.a], self.strides[i],
+                                   self.scale_x_y[i])  # [P, 4]
+                    loc = loc + (1.0 - bbox_iou(boxes, tg.boxes, self.iou_type)).mean() * self.box_weight
+                    cls = cls + self.cls_term(pos[:, 5:], tg.classes) * self.cls_weight
         self.stats = assignment.stats
         total = loc + conf + cls
         return total, {"loc": loc.detach(), "conf": conf.detach(), "cls": cls.detach()}
+
+    def _gather(self, raw: torch.Tensor, tg: LevelTargets) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objectness logits of every cell ``[B, A, H, W]`` and all logits of the positives ``[P, 5 + C]``.
+
+        Taken from the raw map ``[B, A * (5 + C), H, W]`` by one gather, so that the backward
+        pass builds the map's gradient in one buffer (one zero fill and one scatter) instead
+        of one per term plus their sum.
+        """
+        b, ch, h, w = raw.shape
+        n_a = self.num_anchors
+        per = ch // n_a  # 5 + C
+        hw = h * w
+        obj_idx = _objectness_index(b, n_a, per, hw, raw.device)  # [B*A*H*W]
+        base = (tg.b * n_a + tg.a) * (per * hw) + tg.gy * w + tg.gx  # [P]
+        pos_idx = (base[:, None] + torch.arange(per, device=raw.device) * hw).reshape(-1)  # [P*(5+C)]
+        picked = raw.reshape(-1)[torch.cat((obj_idx, pos_idx))]
+        return picked[: len(obj_idx)].view(b, n_a, h, w), picked[len(obj_idx):].view(-1, per)
 
     def conf_term(self, logits: torch.Tensor, tg: LevelTargets, num_pos: torch.Tensor) -> torch.Tensor:
         """Objectness over kept cells (positives and non-ignored negatives) of one level, unweighted."""

@@ -47,8 +47,30 @@ def random_targets(batch: int, per_image: int, size: int, num_classes: int, seed
     return torch.cat(rows)
 
 
+def plant(loss: YOLOLoss, maps: list[torch.Tensor], targets: torch.Tensor, shift: float = 2.0) -> None:
+    """Set logits so that, on every level, one anchor of each target's centre cell decodes onto the
+    target box moved by ``shift`` px: predictions that overlap ground truths, for the ignore mask."""
+    for lvl, m in enumerate(maps):
+        p = to_per_anchor(m, loss.num_anchors)  # a view: writes go to the map
+        s, sxy = loss.strides[lvl], loss.scale_x_y[lvl]
+        anchors = loss.level_anchors(lvl)
+        for i, (b, _c, x1, y1, x2, y2) in enumerate(targets.tolist()):
+            a = i % loss.num_anchors
+            cx, cy = (x1 + x2) / 2 + shift, (y1 + y2) / 2
+            gx, gy = min(int(cx / s), p.shape[3] - 1), min(int(cy / s), p.shape[2] - 1)
+            for j, (c, g) in enumerate(((cx, gx), (cy, gy))):
+                sig = min(max((c / s - g + (sxy - 1) / 2) / sxy, 0.01), 0.99)
+                p[int(b), a, gy, gx, j] = math.log(sig / (1 - sig))
+            p[int(b), a, gy, gx, 2] = math.log((x2 - x1) / anchors[a, 0])
+            p[int(b), a, gy, gx, 3] = math.log((y2 - y1) / anchors[a, 1])
+
+
+def per_anchor(loss: YOLOLoss, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [to_per_anchor(m, loss.num_anchors) for m in maps]
+
+
 def decoded(loss: YOLOLoss, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    preds = [to_per_anchor(m, loss.num_anchors) for m in maps]
+    preds = per_anchor(loss, maps)
     return [decode_boxes(p, loss.level_anchors(i), loss.strides[i], loss.scale_x_y[i]) for i, p in enumerate(preds)]
 
 
@@ -98,14 +120,18 @@ def loop_assign(loss: YOLOLoss, boxes: list[torch.Tensor], targets: torch.Tensor
 
 @pytest.mark.parametrize("arch", [V4, TINY], ids=["yolov4", "tiny"])
 @pytest.mark.parametrize("multi", [None, 0.213])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_assignment_equals_plain_loop(arch: dict, multi: float | None, seed: int) -> None:
+@pytest.mark.parametrize("ignore", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("sxy", [(1.0, 1.0, 1.0), (1.2, 1.1, 1.05)], ids=["s1", "darknet_s"])
+def test_assignment_equals_plain_loop(arch: dict, multi: float | None, ignore: float, seed: int, sxy) -> None:
+    # ignore < 0.5 takes the dense path, >= 0.5 the path that only decodes cells near boxes
     size, batch = 128, 3
-    loss = make_loss(4, size, arch, multi_anchor_iou=multi, ignore_thresh=0.3)
-    maps = random_maps(loss, batch, size, seed)
+    loss = make_loss(4, size, arch, multi_anchor_iou=multi, ignore_thresh=ignore, scale_x_y=sxy)
+    maps = random_maps(loss, batch, size, seed, scale=0.5)
     targets = random_targets(batch, 8, size, 4, seed)
+    plant(loss, maps, targets)
     boxes = decoded(loss, maps)
-    got = loss.assign(boxes, targets)
+    got = loss.assign(maps, targets)
     positives, ignored = loop_assign(loss, boxes, targets)
 
     got_pos, got_ign = {}, set()
@@ -130,9 +156,8 @@ def test_assignment_is_order_independent() -> None:
     loss = make_loss(4, 128)
     maps = random_maps(loss, 2, 128, 5)
     targets = random_targets(2, 10, 128, 4, 5)
-    boxes = decoded(loss, maps)
-    a = loss.assign(boxes, targets)
-    b = loss.assign(boxes, targets.flip(0))
+    a = loss.assign(maps, targets)
+    b = loss.assign(maps, targets.flip(0))
     for la, lb in zip(a.levels, b.levels, strict=True):
         assert torch.equal(la.obj_mask, lb.obj_mask)
         assert torch.equal(la.ignore_mask, lb.ignore_mask)
@@ -145,7 +170,7 @@ def test_assignment_is_order_independent() -> None:
 
 def positives_of(loss: YOLOLoss, targets: torch.Tensor, size: int = 416, batch: int = 1):
     maps = random_maps(loss, batch, size, 0, scale=0.0)
-    got = loss.assign(decoded(loss, maps), targets)
+    got = loss.assign(maps, targets)
     return [(lvl, int(tg.b[i]), int(tg.a[i]), int(tg.gy[i]), int(tg.gx[i]))
             for lvl, tg in enumerate(got.levels) for i in range(len(tg.b))], got
 
@@ -208,11 +233,11 @@ def test_nan_predictions_do_not_leak_into_assignment() -> None:
     loss = make_loss(4, 128)
     maps = random_maps(loss, 2, 128, 3)
     targets = random_targets(2, 6, 128, 4, 3)
-    clean = loss.assign(decoded(loss, maps), targets)
+    clean = loss.assign(maps, targets)
     bad = [m.clone() for m in maps]
     bad[0][0, 2, 3, 4] = float("nan")  # a w logit
     bad[1][1, 3, 0, 0] = float("inf")
-    dirty = loss.assign(decoded(loss, bad), targets)
+    dirty = loss.assign(bad, targets)
     for c, d in zip(clean.levels, dirty.levels, strict=True):
         assert torch.equal(c.obj_mask, d.obj_mask)
         assert torch.equal(c.boxes, d.boxes)
@@ -235,7 +260,7 @@ def test_huge_wh_logit_stays_finite() -> None:
 
 
 def kept_and_logits(loss: YOLOLoss, maps, targets):
-    got = loss.assign([b.detach() for b in decoded(loss, maps)], targets)
+    got = loss.assign(maps, targets)
     out = []
     for m, tg in zip(maps, got.levels, strict=True):
         logits = to_per_anchor(m, loss.num_anchors)[..., 4]

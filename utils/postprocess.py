@@ -18,10 +18,15 @@ import torch
 WH_LOGIT_MAX = 10.0
 
 
+def split_anchors(raw: torch.Tensor, num_anchors: int) -> torch.Tensor:
+    """``[B, A * (5 + C), H, W]`` -> ``[B, A, 5 + C, H, W]``, a view (no copy)."""
+    b, ch, h, w = raw.shape
+    return raw.view(b, num_anchors, ch // num_anchors, h, w)
+
+
 def to_per_anchor(raw: torch.Tensor, num_anchors: int) -> torch.Tensor:
     """``[B, A * (5 + C), H, W]`` -> ``[B, A, H, W, 5 + C]`` (a view where the layout allows)."""
-    b, ch, h, w = raw.shape
-    return raw.view(b, num_anchors, ch // num_anchors, h, w).permute(0, 1, 3, 4, 2)
+    return split_anchors(raw, num_anchors).permute(0, 1, 3, 4, 2)
 
 
 @lru_cache(maxsize=32)
@@ -32,14 +37,21 @@ def make_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch
     return torch.stack((xs, ys), -1)  # [H, W, 2]
 
 
+def decode(txy: torch.Tensor, twh: torch.Tensor, cell_xy: torch.Tensor, anchor_wh: torch.Tensor, stride: int,
+           scale_x_y: float = 1.0) -> torch.Tensor:
+    """The decode formula on broadcastable tensors: logits ``txy``, ``twh`` [..., 2], cell offsets
+    ``cell_xy`` [..., 2] and anchors ``anchor_wh`` [..., 2] in input pixels -> boxes xyxy [..., 4]."""
+    xy = (txy.sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + cell_xy) * stride
+    wh = twh.clamp(max=WH_LOGIT_MAX).exp() * anchor_wh
+    return torch.cat((xy - wh / 2, xy + wh / 2), -1)
+
+
 def decode_boxes(pred: torch.Tensor, anchors: torch.Tensor, stride: int, scale_x_y: float = 1.0) -> torch.Tensor:
-    """Boxes xyxy in input pixels from per-anchor predictions.
+    """Boxes xyxy in input pixels from per-anchor predictions of a whole level.
 
     ``pred [B, A, H, W, >=4]`` (tx, ty, tw, th first), ``anchors [A, 2]`` (w, h) in input
     pixels -> ``[B, A, H, W, 4]``.
     """
     h, w = pred.shape[2:4]
     grid = make_grid(h, w, pred.device, pred.dtype)  # [H, W, 2]
-    xy = (pred[..., :2].sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + grid) * stride  # [B, A, H, W, 2]
-    wh = pred[..., 2:4].clamp(max=WH_LOGIT_MAX).exp() * anchors.to(pred)[None, :, None, None, :]  # [B, A, H, W, 2]
-    return torch.cat((xy - wh / 2, xy + wh / 2), -1)
+    return decode(pred[..., :2], pred[..., 2:4], grid, anchors.to(pred)[None, :, None, None, :], stride, scale_x_y)
