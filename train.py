@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.config import add_config_args, config_from_args
+from utils.config import add_config_args, config_from_args, read_classes
+from utils.shapes import ensure_shapes
+from utils.voc import DataError, class_counts, load_records
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,8 +25,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config_from_args(args)  # validates the config and overrides; fails fast on a bad key
-    print("train.py: the config is valid, but training is not built yet; nothing was trained.", file=sys.stderr)
+    cfg = config_from_args(args)  # validates the config and overrides; fails fast on a bad key
+    classes = read_classes(cfg.data.classes_path)
+    made = ensure_shapes(cfg, classes)
+    if made:
+        print(f"made the synthetic shapes set in {made} (once; it is reused while the shapes settings stay the same)")
+    try:
+        for group, splits in (("train", cfg.data.train_splits), ("val", cfg.data.val_splits)):
+            records, report = load_records(cfg.data, splits, classes)
+            counts, _ = class_counts(records, len(classes))
+            print(f"{group}: {len(records)} images, {int(counts.sum())} objects ({', '.join(splits)})")
+            if report:
+                print(report.summary())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("train.py: the config and the data are valid, but training is not built yet; nothing was trained.",
+          file=sys.stderr)
     return 2
 
 

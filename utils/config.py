@@ -1,7 +1,7 @@
 """The whole configuration: typed dataclasses, YAML loading, overrides, validation.
 
-A run is described by one YAML file (``configs/*.yaml``) with five sections,
-``model``, ``data``, ``loss``, ``train`` and ``eval``, plus ``section.key=value``
+A run is described by one YAML file (``configs/*.yaml``) with the sections
+``model``, ``data``, ``loss``, ``train``, ``eval`` and ``shapes`` (the synthetic demo set), plus ``section.key=value``
 overrides from the command line whose values are read as YAML (``12``, ``0.5``,
 ``false``, ``[1, 2]``, ``null``).
 
@@ -81,12 +81,27 @@ class DataConfig:
     flip: float = _f(0.5, ge=0, le=1)  # probability of a horizontal flip
     scale: list[float] = _f([0.25, 2.0], gt=0, length=2)  # random image scale range (min, max), ratio of input size
     jitter: float = _f(0.3, ge=0, lt=1)  # aspect-ratio jitter amplitude, fraction
-    translate: float = _f(0.1, ge=0, le=1)  # random placement shift, fraction of the input size
+    translate: float = _f(0.5, ge=0, le=0.5)  # placement range of a scaled image: 0 = centred, 0.5 = anywhere
     hsv: list[float] = _f([0.1, 0.7, 0.4], ge=0, le=1, length=3)  # hue, saturation, value jitter gains, fraction
     min_box_size: float = _f(2.0, ge=0)  # boxes narrower or shorter than this after augmentation are dropped, pixels
     min_box_area: float = _f(0.2, ge=0, le=1)  # boxes keeping less than this fraction of their area are dropped
     workers: int = _f(4, ge=0)  # DataLoader worker processes per rank
     cache: bool = _f(True)  # cache parsed annotations next to the split lists
+    strict: bool = _f(False)  # any dataset problem (bad image, XML, box, class) is an error instead of a skip
+
+
+@dataclass
+class ShapesConfig:
+    name: str = _f("SHAPES")  # folder of the synthetic set under data.root (used when data.synthetic is true)
+    num_train: int = _f(800, ge=1)  # images in ImageSets/Main/train.txt
+    num_val: int = _f(200, ge=1)  # images in val.txt
+    num_test: int = _f(200, ge=0)  # images in test.txt
+    width: int = _f(320, ge=32)  # image width, pixels
+    height: int = _f(320, ge=32)  # image height, pixels
+    max_objects: int = _f(6, ge=1)  # labelled shapes per image at most (at least 1)
+    tail: float = _f(0.1, gt=0, le=1)  # frequency of the rarest class relative to the commonest
+    distractors: float = _f(1.5, ge=0)  # mean count of unlabelled distractor shapes per image
+    seed: int = _f(0, ge=0)  # generator seed; the set is a function of these fields
 
 
 @dataclass
@@ -158,6 +173,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain dict of plain values (safe for YAML, JSON and checkpoints)."""

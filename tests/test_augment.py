@@ -1,0 +1,136 @@
+"""utils/augment.py: solid rectangles pushed through every transform still match their boxes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from utils.augment import (
+    AugmentParams,
+    filter_boxes,
+    hsv_jitter,
+    letterbox,
+    letterbox_boxes,
+    mixup,
+    mosaic,
+    random_place,
+    unletterbox_boxes,
+)
+
+PALETTE = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),
+                    (255, 140, 0), (140, 0, 255), (0, 140, 255), (255, 255, 255), (140, 255, 0), (0, 255, 140),
+                    (255, 0, 140), (140, 140, 255), (255, 140, 140), (140, 255, 255)], np.uint8)
+BACKGROUND = 30
+
+
+def rect_image(rng: np.random.Generator, colours: list[int], w: int = 200, h: int = 150):
+    """A dark image with one solid rectangle per colour (not overlapping); boxes = their pixel extents."""
+    img = np.full((h, w, 3), BACKGROUND, np.uint8)
+    boxes, taken = [], np.zeros((h, w), bool)
+    for c in colours:
+        for _ in range(200):
+            bw, bh = rng.integers(24, 60), rng.integers(24, 50)
+            x, y = rng.integers(-10, w - bw + 10), rng.integers(-10, h - bh + 10)  # some cut by the border
+            x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)
+            if x2 - x1 >= 12 and y2 - y1 >= 12 and not taken[max(y1 - 2, 0):y2 + 2, max(x1 - 2, 0):x2 + 2].any():
+                break
+        taken[y1:y2, x1:x2] = True
+        img[y1:y2, x1:x2] = PALETTE[c]
+        boxes.append((x1, y1, x2, y2))
+    return img, np.array(boxes, np.float32), np.array(colours, np.int64)
+
+
+def assert_boxes_match_pixels(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, tol: float = 2.0) -> None:
+    """Each box equals the extent of the pixels of its rectangle's colour within ``tol`` px."""
+    assert len(boxes) == len(labels)
+    for box, c in zip(boxes, labels, strict=True):
+        close = (np.abs(img.astype(int) - PALETTE[c].astype(int)).max(2) <= 40).astype(np.uint8)
+        # an opening drops the 1-px seams where interpolation blends two other colours into this one
+        ys, xs = np.nonzero(cv2.morphologyEx(close, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)))
+        assert len(xs), f"colour {c} not found for box {box}"
+        extent = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+        np.testing.assert_allclose(box, extent, atol=tol, err_msg=f"colour {c}")
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("size", [416, 320])
+def test_letterbox(seed: int, size: int) -> None:
+    rng = np.random.default_rng(seed)
+    image, boxes, labels = rect_image(rng, [0, 1, 2, 3], w=int(rng.integers(120, 300)), h=int(rng.integers(90, 260)))
+    out, info = letterbox(image, size)
+    assert out.shape == (size, size, 3)
+    assert_boxes_match_pixels(out, letterbox_boxes(boxes, info), labels)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_letterbox_inverse_round_trip(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    w, h = int(rng.integers(50, 1000)), int(rng.integers(50, 1000))
+    xy = rng.uniform(0, 1, (20, 2)) * [w, h]
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 100, (20, 2))], 1).clip(0, [w, h, w, h]).astype(np.float32)
+    _, info = letterbox(np.zeros((h, w, 3), np.uint8), 416)
+    back = unletterbox_boxes(letterbox_boxes(boxes, info), info, w, h)
+    np.testing.assert_allclose(back, boxes, atol=0.5)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_place_scale_jitter_translate_flip(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    image, boxes, labels = rect_image(rng, [0, 1, 2, 3, 4])
+    p = AugmentParams(scale=(0.6, 1.6), jitter=0.3, translate=0.5, flip=0.5, min_box_size=6, min_box_area=0.3)
+    out, b, lab = random_place(image, boxes, labels, 416, np.random.default_rng(seed + 100), p)
+    assert out.shape == (416, 416, 3)
+    assert_boxes_match_pixels(out, b, lab)
+
+
+def test_flip_moves_boxes_to_the_mirror_position() -> None:
+    rng = np.random.default_rng(1)
+    image, boxes, labels = rect_image(rng, [0, 1, 2], w=208, h=208)
+    p = AugmentParams(scale=(1.0, 1.0), jitter=0.0, translate=0.0, flip=1.0)
+    out, b, lab = random_place(image, boxes, labels, 416, rng, p)
+    # longer side 416 = 2 x 208, no placement offset: x1' = 416 - 2 * x2
+    expected = np.stack([416 - 2 * boxes[:, 2], 2 * boxes[:, 1], 416 - 2 * boxes[:, 0], 2 * boxes[:, 3]], 1)
+    np.testing.assert_allclose(b, expected, atol=0.01)
+    assert_boxes_match_pixels(out, b, lab)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mosaic(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    items = [rect_image(rng, [4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3]) for k in range(4)]  # unique colours
+    p = AugmentParams(flip=0.5, jitter=0.3, min_box_size=6, min_box_area=0.3)
+    out, b, lab = mosaic(items, 416, np.random.default_rng(seed + 7), p)
+    assert out.shape == (416, 416, 3) and len(b) > 0
+    assert_boxes_match_pixels(out, b, lab)
+
+
+def test_mixup_keeps_both_box_sets_and_averages_pixels() -> None:
+    rng = np.random.default_rng(3)
+    a = rect_image(rng, [0, 1], 100, 100)
+    b = rect_image(rng, [2, 3], 100, 100)
+    img, boxes, labels = mixup(a, b)
+    np.testing.assert_array_equal(boxes, np.concatenate([a[1], b[1]]))
+    np.testing.assert_array_equal(labels, [0, 1, 2, 3])
+    expected = (a[0].astype(int) + b[0].astype(int)) / 2
+    assert np.abs(img.astype(int) - expected).max() <= 1
+
+
+def test_hsv_jitter_changes_colours_only() -> None:
+    rng = np.random.default_rng(5)
+    image, boxes, labels = rect_image(rng, [0, 1, 2])
+    out = hsv_jitter(image, np.random.default_rng(0), (0.0, 0.0, 0.0))
+    np.testing.assert_array_equal(out, image)  # zero gains: identity
+    out = hsv_jitter(image, np.random.default_rng(0), (0.1, 0.7, 0.4))
+    assert out.shape == image.shape and not np.array_equal(out, image)
+    # geometry intact: each rectangle is still one uniform block at the same place
+    for (x1, y1, x2, y2) in boxes.astype(int):
+        block = out[y1:y2, x1:x2].reshape(-1, 3)
+        assert (block.max(0).astype(int) - block.min(0)).max() <= 2
+
+
+def test_filter_boxes_by_size_and_lost_area() -> None:
+    before = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 1.5, 10]], np.float32)
+    after = np.array([[0, 0, 10, 10], [0, 0, 10, 1.5], [0, 0, 1.5, 10]], np.float32)
+    # second: 15% of its area left (< 20%); third: 1.5 px wide (< 2 px)
+    assert filter_boxes(before, after, 2.0, 0.2).tolist() == [True, False, False]

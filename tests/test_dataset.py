@@ -1,0 +1,175 @@
+"""utils/dataset.py and utils/shapes.py: batches, reproducibility, workers, ranks, the synthetic set."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_augment import assert_boxes_match_pixels, rect_image
+from utils.augment import AugmentParams
+from utils.config import load_config, read_classes
+from utils.dataset import LetterboxDataset, TrainDataset, build_train_loader, collate
+from utils.shapes import class_frequencies, ensure_shapes, make_shapes
+from utils.voc import Record, load_records
+
+NO_COLOUR = AugmentParams(hsv=(0.0, 0.0, 0.0), min_box_size=6, min_box_area=0.3)
+
+
+def rect_records(tmp_path: Path, n: int = 6) -> list[Record]:
+    """Images of solid rectangles whose class is the rectangle's palette colour."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        colours = [int(c) for c in rng.choice(16, 3, replace=False)]
+        img, boxes, labels = rect_image(rng, colours)
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), img[:, :, ::-1])  # palette is RGB; files are BGR
+        records.append(Record(str(i), str(path), img.shape[1], img.shape[0], boxes, labels,
+                              np.array([False, False, i % 2 == 1])))
+    return records
+
+
+def test_samples_and_collate(tmp_path: Path) -> None:
+    records = rect_records(tmp_path)
+    ds = TrainDataset(records, 320, NO_COLOUR, mosaic=0.0, seed=1)
+    batch = [ds[i] for i in range(4)]
+    images, targets = collate(batch)
+    assert images.shape == (4, 3, 320, 320) and images.dtype == torch.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert targets.shape[1] == 6
+    for i, (img, t) in enumerate(batch):
+        rows = targets[targets[:, 0] == i]
+        torch.testing.assert_close(rows[:, 1:], t)
+        # every box still matches its rectangle's pixels; difficult objects are not targets
+        assert_boxes_match_pixels(img.permute(1, 2, 0).numpy(), t[:, 1:].numpy(), t[:, 0].long().numpy())
+        assert records[i].labels[2] not in t[:, 0].tolist() or not records[i].difficult[2]
+
+
+def test_stream_is_a_function_of_seed_epoch_and_index(tmp_path: Path) -> None:
+    records = rect_records(tmp_path)
+    a = TrainDataset(records, 256, mosaic=0.5, mixup=0.5, seed=3)
+    b = TrainDataset(records, 256, mosaic=0.5, mixup=0.5, seed=3)
+    for i in (0, 3, 5):
+        assert torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][1], b[i][1])
+    b.set_epoch(1)
+    assert not torch.equal(a[0][0], b[0][0])
+    c = TrainDataset(records, 256, mosaic=0.5, mixup=0.5, seed=4)
+    assert not all(torch.equal(a[i][0], c[i][0]) for i in range(6))
+
+
+def test_close_mosaic_switches_mosaic_off(tmp_path: Path) -> None:
+    ds = TrainDataset(rect_records(tmp_path), 256, mosaic=1.0, close_mosaic=2, epochs=5)
+    ds.set_epoch(2)
+    assert ds.mosaic_on
+    ds.set_epoch(3)
+    assert not ds.mosaic_on
+
+
+def test_workers_give_the_same_batches(tmp_path: Path) -> None:
+    records = rect_records(tmp_path, 8)
+    ds = TrainDataset(records, 128, mosaic=0.5, mixup=0.5, seed=0)
+    one = list(build_train_loader(ds, 4, workers=0, seed=0))
+    two = list(build_train_loader(ds, 4, workers=2, seed=0))
+    assert len(one) == len(two) == 2
+    for (ia, ta), (ib, tb) in zip(one, two, strict=True):
+        assert torch.equal(ia, ib) and torch.equal(ta, tb)
+
+
+def test_distributed_sampler_splits_the_epoch(tmp_path: Path) -> None:
+    ds = TrainDataset(rect_records(tmp_path, 8), 64, mosaic=0.0)
+    seen = []
+    for rank in range(2):
+        loader = build_train_loader(ds, 2, rank=rank, world_size=2, seed=0)
+        loader.sampler.set_epoch(0)
+        seen.append(list(loader.sampler))
+    assert len(seen[0]) == len(seen[1]) == 4
+    assert sorted(seen[0] + seen[1]) == list(range(8))
+
+
+def test_an_image_that_breaks_during_training_is_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    records = rect_records(tmp_path)
+    Path(records[2].path).write_bytes(b"")  # passed the checks, then broke on disk
+    ds = TrainDataset(records, 128, mosaic=0.0)
+    img, targets = ds[2]
+    assert img.shape == (3, 128, 128) and ds.failures == 1
+    assert "cannot decode image" in caplog.text
+
+
+def test_letterbox_dataset(tmp_path: Path) -> None:
+    records = rect_records(tmp_path, 2)
+    ds = LetterboxDataset(records, 320)
+    img, index, info = ds[1]
+    assert img.shape == (3, 320, 320) and index == 1
+    t = ds.targets(1)
+    assert len(t) == 3 - int(records[1].difficult.sum())
+    assert_boxes_match_pixels(img.permute(1, 2, 0).numpy(), t[:, 1:], t[:, 0].astype(int))
+
+
+# ---------------------------------------------------------------- the synthetic set
+
+
+def small_spec(**kw):
+    cfg = load_config("shapes.yaml", ["shapes.num_train=40", "shapes.num_val=8", "shapes.num_test=4",
+                                      *[f"shapes.{k}={v}" for k, v in kw.items()]])
+    return cfg, read_classes(cfg.data.classes_path)
+
+
+def digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix in (".jpg", ".xml", ".txt"):
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_shapes_set_is_deterministic_and_in_voc_layout(tmp_path: Path) -> None:
+    cfg, classes = small_spec()
+    a = make_shapes(tmp_path / "a", classes, cfg.shapes)
+    b = make_shapes(tmp_path / "b", classes, cfg.shapes)
+    assert digest(a) == digest(b)
+    for split, n in (("train", 40), ("val", 8), ("test", 4)):
+        ids = (a / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+        assert len(ids) == n
+        assert all((a / "JPEGImages" / f"{i}.jpg").is_file() and (a / "Annotations" / f"{i}.xml").is_file() for i in ids)
+    cfg.data.root = str(tmp_path)
+    records, report = load_records(cfg.data, ["a/train"], classes)
+    assert len(records) == 40 and not report
+    other, _ = small_spec(seed=1)
+    assert digest(make_shapes(tmp_path / "c", classes, other.shapes)) != digest(a)
+
+
+def test_shapes_boxes_cover_the_drawn_shapes_and_some_are_difficult(tmp_path: Path) -> None:
+    cfg, classes = small_spec()
+    cfg.shapes.num_train = 120
+    make_shapes(tmp_path / "S", classes, cfg.shapes)
+    cfg.data.root = str(tmp_path)
+    records, _ = load_records(cfg.data, ["S/train"], classes)
+    boxes = np.concatenate([r.boxes for r in records])
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    assert sides.min() >= 2 and sides.max() <= 320
+    assert (sides < 16).any() and (sides > 100).any()  # small and large objects
+    assert np.concatenate([r.difficult for r in records]).any()
+    assert any((r.boxes[:, 0] == 0).any() or (r.boxes[:, 2] == 320).any() for r in records)  # cut by the border
+
+
+def test_shapes_class_frequencies_follow_the_tail() -> None:
+    f = class_frequencies(6, 0.1)
+    assert f[0] / f[-1] == pytest.approx(10.0) and np.all(np.diff(f) < 0)
+    assert class_frequencies(6, 1.0) == pytest.approx(np.full(6, 1 / 6))
+
+
+def test_ensure_shapes_makes_once_and_remakes_when_the_spec_changes(tmp_path: Path) -> None:
+    cfg, classes = small_spec()
+    cfg.data.root = str(tmp_path)
+    assert ensure_shapes(cfg, classes) == tmp_path / "SHAPES"
+    assert ensure_shapes(cfg, classes) is None  # up to date
+    cfg.shapes.tail = 0.5
+    assert ensure_shapes(cfg, classes) == tmp_path / "SHAPES"
+    cfg.data.synthetic = False
+    assert ensure_shapes(cfg, classes) is None

@@ -1,0 +1,66 @@
+"""tools/: dataset report, anchors by k-means, the shapes maker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools import check_dataset, kmeans_anchors, make_shapes
+from tools.kmeans_anchors import anchor_fitness, kmeans_iou, shape_iou_np
+
+SMALL = ["shapes.num_train=30", "shapes.num_val=6", "shapes.num_test=0"]
+
+
+def test_kmeans_recovers_clusters_and_is_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.array([[10, 14], [40, 30], [120, 200]], float)
+    wh = np.concatenate([c * rng.uniform(0.9, 1.1, (200, 2)) for c in centres])
+    a = kmeans_iou(wh, 3, seed=1)
+    np.testing.assert_allclose(a, centres, rtol=0.05)
+    np.testing.assert_array_equal(a, kmeans_iou(wh, 3, seed=1))
+    with pytest.raises(ValueError, match="at least 9 boxes"):
+        kmeans_iou(wh[:5], 9)
+
+
+def test_fitness_by_hand() -> None:
+    # 10x20 vs anchors 20x10 (IoU 100/300 = 1/3) and 10x10 (IoU 100/200 = 1/2): best 1/2;
+    # 10x10 vs 20x10 (100/200 = 1/2) and 10x10 (1): best 1. Mean (0.5 + 1) / 2 = 0.75; recall at 0.5: both.
+    wh = np.array([[10, 20], [10, 10]], float)
+    anchors = np.array([[20, 10], [10, 10]], float)
+    np.testing.assert_allclose(shape_iou_np(wh, anchors), [[1 / 3, 0.5], [0.5, 1.0]])
+    assert anchor_fitness(wh, anchors, 0.5) == (pytest.approx(0.75), 1.0)
+    assert anchor_fitness(wh, anchors, 0.6) == (pytest.approx(0.75), 0.5)
+
+
+def test_kmeans_tool_on_the_shapes_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "anchors.txt"
+    assert kmeans_anchors.main(["--config", "shapes.yaml", f"data.root={tmp_path}", *SMALL, "--out", str(out),
+                                "--json", str(tmp_path / "k.json")]) == 0
+    result = json.loads((tmp_path / "k.json").read_text())
+    assert len(result["anchors"]) == 6 and result["boxes"] > 30
+    assert result["mean_iou"] >= result["current_mean_iou"]  # fitted to the data, never worse here
+    written = [int(v) for v in out.read_text().replace(",", " ").split()]
+    assert written == [v for pair in result["anchors"] for v in pair]
+    assert "best possible recall" in capsys.readouterr().out
+
+
+def test_check_dataset_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert check_dataset.main(["--config", "shapes.yaml", f"data.root={tmp_path}", *SMALL,
+                               "--json", str(tmp_path / "r.json")]) == 0
+    text = capsys.readouterr().out
+    assert "made the synthetic shapes set" in text and "imbalance: commonest / rarest class" in text
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["train"]["images"] == 30 and sum(report["train"]["per_class"].values()) == report["train"]["objects"]
+    # a config pointing at nothing is one clear error, not a traceback
+    assert check_dataset.main(["--config", "voc.yaml", f"data.root={tmp_path / 'none'}"]) == 1
+    assert "split list not found" in capsys.readouterr().err
+
+
+def test_make_shapes_tool(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert make_shapes.main(["--config", "shapes.yaml", f"data.root={tmp_path}", "shapes.name=T05", "shapes.tail=0.5",
+                             *SMALL]) == 0
+    assert (tmp_path / "T05" / "ImageSets" / "Main" / "train.txt").read_text().count("\n") == 30
+    assert "tail 0.5" in capsys.readouterr().out

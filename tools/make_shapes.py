@@ -1,0 +1,33 @@
+"""Write the synthetic shapes set of a config (``shapes`` section) under ``data.root``.
+
+    python tools/make_shapes.py [--config shapes.yaml] [shapes.tail=0.05 shapes.distractors=4 ...]
+
+``train.py`` does this by itself on first use; this tool makes or remakes it explicitly,
+for instance at another imbalance level (``shapes.tail``) under another name (``shapes.name``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from utils.config import add_config_args, config_from_args, read_classes  # noqa: E402
+from utils.shapes import make_shapes  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser, default="shapes.yaml")
+    cfg = config_from_args(parser.parse_args(argv))
+    folder = make_shapes(Path(cfg.data.root) / cfg.shapes.name, read_classes(cfg.data.classes_path), cfg.shapes)
+    s = cfg.shapes
+    print(f"made {folder}: {s.num_train} train, {s.num_val} val, {s.num_test} test images of {s.width}x{s.height}, "
+          f"tail {s.tail}, distractors {s.distractors}, seed {s.seed}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
