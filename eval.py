@@ -1,16 +1,106 @@
 """Evaluate a checkpoint: VOC mAP (07 11-point and all-point) and COCO-style mAP@[.5:.95].
 
-Not built yet: this command only says so and exits with status 2.
+    python eval.py --weights runs/voc/exp/best.pt [--split VOC2007/test] [--json out.json] [--plots]
+    python eval.py --weights yolov4.weights --config voc.yaml          # Darknet weights need a config
+
+A ``.pt`` checkpoint carries its config, class names and anchors; ``--config`` and
+``section.key=value`` overrides change them (e.g. ``eval.nms_iou=0.6``). Training-time
+evaluation calls the same function (utils.engine.evaluate) with the same defaults:
+letterboxed inputs, ``eval.conf_thres`` 0.001, the configured NMS.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import sys
+import time
+from pathlib import Path
+
+from utils.config import add_config_args, read_classes
+from utils.engine import evaluate, load_for_inference, per_class_table, select_device
+from utils.metrics import coco_ground_truth, coco_results
+from utils.postprocess import DecodeSpec
+from utils.shapes import ensure_shapes
+from utils.voc import DataError, load_records
+
+
+def next_run_dir(parent: str | Path, name: str = "exp") -> Path:
+    """``parent/name``, else ``name2``, ``name3``, ...: a run never overwrites another."""
+    parent = Path(parent)
+    for i in range(1, 10_000):
+        d = parent / (name if i == 1 else f"{name}{i}")
+        if not d.exists():
+            d.mkdir(parents=True)
+            return d
+    raise RuntimeError(f"no free run directory under {parent}")
+
+
+def format_table(rows: list[dict], result: dict) -> str:
+    def f(v: float) -> str:
+        return "   -  " if math.isnan(v) else f"{v:6.3f}"
+
+    lines = [f"{'class':<16}{'images':>7}{'objects':>8}  {'AP50-07':>7}  {'AP50':>6}  {'AP50-95':>7}"]
+    for r in rows:
+        lines.append(f"{r['class']:<16}{r['images']:>7}{r['objects']:>8}  {f(r['ap50_07']):>7}  {f(r['ap50'])}  "
+                     f"{f(r['ap50_95']):>7}")
+    lines.append(f"{'all':<16}{'':>7}{sum(r['objects'] for r in rows):>8}  {f(result['map50_07']):>7}  "
+                 f"{f(result['map50'])}  {f(result['map50_95']):>7}")
+    c = result["coco"]
+    lines.append(f"COCO-style: AP50-95 {c['AP50_95']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
+                 f"APs {c['APs']:.4f}  APm {c['APm']:.4f}  APl {c['APl']:.4f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("eval.py: not built yet; nothing was run.", file=sys.stderr)
-    return 2
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help=".pt checkpoint, or Darknet .weights with --config")
+    add_config_args(parser)
+    parser.add_argument("--split", nargs="+", help="splits to evaluate (default: the config's data.val_splits)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's train.device)")
+    parser.add_argument("--save-dir", default="runs/eval", help="parent of the run folder (exp, exp2, ...)")
+    parser.add_argument("--plots", action="store_true", help="write PR curves per class (pr_curves.png)")
+    parser.add_argument("--json", metavar="PATH", help="write the metrics as JSON")
+    args = parser.parse_args(argv)
+
+    device = select_device(args.device or "auto")
+    model, cfg, classes, anchors = load_for_inference(args.weights, args.config, args.overrides, device)
+    if args.config is None and Path(cfg.data.classes_path).exists() and read_classes(cfg.data.classes_path) != classes:
+        print(f"note: {cfg.data.classes_path} differs from the checkpoint's class names; the checkpoint's are used")
+    made = ensure_shapes(cfg, classes) if Path(cfg.data.classes_path).exists() else None
+    if made:
+        print(f"made the synthetic shapes set in {made}")
+    splits = args.split or cfg.data.val_splits
+    try:
+        records, report = load_records(cfg.data, splits, classes)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
+    t0 = time.perf_counter()
+    result = evaluate(model, records, len(classes), spec, cfg.model.input_size, cfg.eval, device, cfg.data.workers)
+    seconds = time.perf_counter() - t0
+    rows = per_class_table(result, records, classes)
+    print(f"{len(records)} images of {', '.join(splits)} at {cfg.model.input_size}, {seconds:.1f} s")
+    print(format_table(rows, result))
+
+    out_dir = next_run_dir(args.save_dir)
+    (out_dir / "detections.json").write_text(json.dumps(coco_results(result["dets"])))
+    (out_dir / "ground_truth.json").write_text(json.dumps(coco_ground_truth(records, classes)))
+    summary = {"weights": str(args.weights), "splits": splits, "images": len(records), "seconds": round(seconds, 2),
+               "map50": result["map50"], "map50_07": result["map50_07"], "map50_95": result["map50_95"],
+               "coco": {k: v for k, v in result["coco"].items() if k != "per_class_AP50_95"}, "per_class": rows}
+    if args.plots:
+        from utils.plots import plot_pr_curves
+
+        plot_pr_curves(result["voc"]["curves"], classes, result["voc"]["ap"], out_dir / "pr_curves.png")
+    text = json.dumps(summary, indent=2, default=float)
+    (out_dir / "metrics.json").write_text(text + "\n")
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(f"results in {out_dir} (detections.json in COCO results format, ground_truth.json in COCO format)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,147 @@
+"""Decode + NMS + letterbox inverse + metrics end to end, and eval.py."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import eval as eval_cli
+from nets.yolo import build_model
+from tests.test_dataset import rect_records
+from utils.augment import letterbox_boxes, letterbox_info
+from utils.config import load_config, read_anchors
+from utils.engine import evaluate, save_checkpoint
+from utils.postprocess import DecodeSpec, decode_predictions, non_max_suppression
+
+ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
+SPEC = DecodeSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.0, 1.0))
+
+
+def encode(records, size: int, num_classes: int) -> list[torch.Tensor]:
+    """Raw maps that decode exactly onto each record's boxes (letterboxed), confident, right class."""
+    maps = [torch.full((len(records), 3 * (5 + num_classes), size // s, size // s), -12.0) for s in SPEC.strides]
+    for b, rec in enumerate(records):
+        info = letterbox_info(rec.width, rec.height, size)
+        for box, label in zip(letterbox_boxes(rec.boxes, info), rec.labels, strict=True):
+            lvl, slot = 0, 0
+            stride = SPEC.strides[lvl]
+            aw, ah = ANCHORS[SPEC.anchor_masks[lvl][slot]]
+            cx, cy, w, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
+            gx, gy = int(cx // stride), int(cy // stride)
+            fx, fy = (min(max(v, 1e-5), 1 - 1e-5) for v in (cx / stride - gx, cy / stride - gy))
+            m = maps[lvl].view(len(records), 3, 5 + num_classes, size // stride, size // stride)
+            m[b, slot, 0, gy, gx] = math.log(fx / (1 - fx))
+            m[b, slot, 1, gy, gx] = math.log(fy / (1 - fy))
+            m[b, slot, 2, gy, gx] = math.log(w / aw)
+            m[b, slot, 3, gy, gx] = math.log(h / ah)
+            m[b, slot, 4, gy, gx] = 12.0
+            m[b, slot, 5 + int(label), gy, gx] = 12.0
+    return maps
+
+
+class Replay(nn.Module):
+    """A stand-in model returning prepared maps batch after batch (evaluation keeps the order)."""
+
+    def __init__(self, maps: list[torch.Tensor], strides=(16, 32)) -> None:
+        super().__init__()
+        self.maps, self.pos = maps, 0
+        self.strides = strides
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = [m[self.pos: self.pos + len(x)] for m in self.maps]
+        self.pos += len(x)
+        return out
+
+
+def test_perfect_predictions_score_one(tmp_path: Path) -> None:
+    records = rect_records(tmp_path, 6)
+    for r in records:
+        r.difficult[:] = False
+    cfg = load_config("shapes.yaml", ["eval.batch_size=4"])
+    model = Replay(encode(records, 320, 16))
+    result = evaluate(model, records, 16, SPEC, 320, cfg.eval)
+    assert result["map50"] == pytest.approx(1.0)
+    assert result["map50_07"] == pytest.approx(1.0)
+    assert result["map50_95"] == pytest.approx(1.0)
+    for det, rec in zip(result["dets"], records, strict=True):  # boxes back in original pixels
+        order = np.lexsort((det[:, 0], det[:, 5]))
+        ref = np.lexsort((rec.boxes[:, 0], rec.labels))
+        np.testing.assert_allclose(det[order, :4], rec.boxes[ref], atol=0.05)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes_per_class() -> None:
+    # decoded rows: box, objectness, class probabilities (2 classes)
+    pred = torch.tensor([[[0, 0, 10, 10, 0.9, 0.9, 0.1],  # class 0, score 0.81
+                          [1, 1, 10, 10, 0.8, 0.9, 0.1],  # IoU 0.81 with the first -> suppressed
+                          [1, 1, 10, 10, 0.8, 0.1, 0.9],  # same place, class 1: kept (class-aware)
+                          [50, 50, 60, 60, 0.5, 0.02, 0.01]]])  # score 0.01 < conf 0.05 -> dropped
+    (out,) = non_max_suppression(pred, conf_thres=0.05, nms_iou=0.5)
+    assert out[:, 5].tolist() == [0.0, 1.0]
+    assert out[:, 4].tolist() == pytest.approx([0.81, 0.72])
+    (agnostic,) = non_max_suppression(pred, conf_thres=0.05, nms_iou=0.5, agnostic=True)
+    assert len(agnostic) == 1
+    (capped,) = non_max_suppression(pred, conf_thres=0.0, nms_iou=0.5, max_det=1)
+    assert len(capped) == 1
+
+
+def test_decode_predictions_matches_the_loss_decode() -> None:
+    from utils.postprocess import decode_boxes, to_per_anchor
+
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 3 * 9, 8, 8), torch.randn(2, 3 * 9, 4, 4)]
+    pred = decode_predictions(maps, SPEC)
+    assert pred.shape == (2, 3 * 64 + 3 * 16, 9)
+    anchors = torch.tensor(ANCHORS)
+    lvl0 = decode_boxes(to_per_anchor(maps[0], 3), anchors[[1, 2, 3]], 16).flatten(1, 3)
+    torch.testing.assert_close(pred[:, : 3 * 64, :4], lvl0)
+    torch.testing.assert_close(pred[..., 4:], torch.cat([to_per_anchor(m, 3)[..., 4:].sigmoid().flatten(1, 3)
+                                                        for m in maps], 1))
+
+
+def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", "shapes.num_train=4", "shapes.num_val=6",
+                                      "shapes.num_test=0", "model.input_size=128"])
+    model = build_model("yolov4-tiny", 6)
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(), "model_name": "yolov4-tiny",
+                           "class_names": ["circle", "square", "triangle", "diamond", "cross", "ring"],
+                           "anchors": [list(a) for a in ANCHORS], "input_size": 128})
+    out = tmp_path / "m.json"
+    assert eval_cli.main(["--weights", str(ckpt), "--plots", "--json", str(out), "--save-dir", str(tmp_path / "runs"),
+                          "eval.conf_thres=0.3"]) == 0
+    text = capsys.readouterr().out
+    assert "AP50-07" in text and "COCO-style" in text
+    metrics = json.loads(out.read_text())
+    assert len(metrics["per_class"]) == 6 and metrics["images"] == 6
+    run = tmp_path / "runs" / "exp"
+    assert (run / "pr_curves.png").is_file()
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(run / "ground_truth.json"))
+        dets = json.loads((run / "detections.json").read_text())
+        if dets:
+            ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+            ev.evaluate(), ev.accumulate(), ev.summarize()
+            assert metrics["map50_95"] == pytest.approx(max(ev.stats[0], 0.0), abs=1e-6)
+    # a second run gets its own folder
+    assert eval_cli.main(["--weights", str(ckpt), "--save-dir", str(tmp_path / "runs")]) == 0
+    assert (tmp_path / "runs" / "exp2" / "metrics.json").is_file()
+
+
+def test_eval_cli_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="weights file not found"):
+        eval_cli.main(["--weights", str(tmp_path / "none.pt")])
+    bare = tmp_path / "bare.pt"
+    torch.save(build_model("yolov4-tiny", 2).state_dict(), bare)
+    with pytest.raises(SystemExit, match="bare state dict"):
+        eval_cli.main(["--weights", str(bare)])

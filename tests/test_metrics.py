@@ -1,0 +1,149 @@
+"""utils/metrics.py: VOC AP against a plain devkit loop and hand values; fast COCO AP against pycocotools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils.metrics import coco_evaluate, coco_evaluate_fast, voc_ap, voc_evaluate
+from utils.voc import Record
+
+
+def scene(seed: int, n_img: int = 40, num_classes: int = 5, per_image: int = 20):
+    """Random ground truth, and detections that are jittered copies of it plus false alarms, scores with ties."""
+    rng = np.random.default_rng(seed)
+    gts, dets = [], []
+    for i in range(n_img):
+        w, h = 400, 300
+        g = int(rng.integers(0, 8))
+        xy = rng.uniform(0, 1, (g, 2)) * [w, h]
+        wh = np.exp(rng.uniform(np.log(4), np.log(200), (g, 2)))
+        boxes = np.concatenate([xy, np.minimum(xy + wh, [w, h])], 1).astype(np.float32)
+        labels = rng.integers(0, num_classes - 1, g)  # the last class has no ground truth
+        gts.append(Record(str(i), f"{i}.jpg", w, h, boxes, labels, rng.random(g) < 0.1))
+        k = 0 if i == 2 else int(rng.integers(0, per_image))  # image 2: no detections
+        src = rng.integers(0, max(g, 1), k)
+        true = rng.random(k) < 0.6 if g else np.zeros(k, bool)
+        xy = rng.uniform(0, 1, (k, 2)) * [w, h]
+        bx = np.concatenate([xy, xy + rng.uniform(5, 150, (k, 2))], 1)
+        if g:
+            bx[true] = boxes[src[true]] + rng.normal(0, 4, (int(true.sum()), 4))
+        bx[:, 2:] = np.maximum(bx[:, 2:], bx[:, :2] + 1)
+        lab = np.where(true, labels[src] if g else 0, rng.integers(0, num_classes, k))
+        score = np.round(np.where(true, rng.uniform(0.3, 1.0, k), rng.uniform(0.0, 0.7, k)), 2)  # ties
+        dets.append(np.concatenate([bx, score[:, None], lab[:, None]], 1).astype(np.float32))
+    return dets, gts
+
+
+# ---------------------------------------------------------------- VOC
+
+
+def devkit_loop(dets, gts, cls: int, thr: float):
+    """VOCevaldet.m written plainly: one detection at a time."""
+    rows = sorted([(d[4], i, d) for i, ds in enumerate(dets) for d in ds if int(d[5]) == cls], key=lambda r: -r[0])
+    taken = {i: np.zeros(len(g.labels), bool) for i, g in enumerate(gts)}
+    npos = sum(int(((g.labels == cls) & ~g.difficult).sum()) for g in gts)
+    tp, fp = [], []
+    for _, i, d in rows:
+        g = gts[i]
+        best, jmax = -1.0, -1
+        for j in range(len(g.labels)):
+            if g.labels[j] != cls:
+                continue
+            b = g.boxes[j]
+            iw = min(d[2], b[2]) - max(d[0], b[0])
+            ih = min(d[3], b[3]) - max(d[1], b[1])
+            if iw > 0 and ih > 0:
+                inter = iw * ih
+                ov = inter / ((d[2] - d[0]) * (d[3] - d[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+                if ov > best:
+                    best, jmax = ov, j
+        if best >= thr:
+            if g.difficult[jmax]:
+                continue  # neither
+            if not taken[i][jmax]:
+                taken[i][jmax] = True
+                tp.append(1), fp.append(0)
+            else:
+                tp.append(0), fp.append(1)
+        else:
+            tp.append(0), fp.append(1)
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    return tp / max(npos, 1), tp / np.maximum(tp + fp, np.finfo(float).eps), npos
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("thr", [0.5, 0.7])
+def test_voc_matches_the_devkit_loop(seed: int, thr: float) -> None:
+    dets, gts = scene(seed)
+    # stable order for equal scores: the loop above keeps the input order, so do we
+    result = voc_evaluate(dets, gts, 5, iou_thr=thr)
+    for c in range(5):
+        rec, prec, npos = devkit_loop(dets, gts, c, thr)
+        assert result["npos"][c] == npos
+        if npos == 0:
+            assert np.isnan(result["ap"][c])
+            continue
+        assert result["ap"][c] == pytest.approx(voc_ap(rec, prec, False), abs=1e-9)
+        assert result["ap07"][c] == pytest.approx(voc_ap(rec, prec, True), abs=1e-9)
+    assert result["map"] == pytest.approx(np.nanmean(result["ap"]))
+
+
+def test_voc_ap_by_hand() -> None:
+    # three ground truths; detections in score order: TP, FP, TP -> recall 1/3, 1/3, 2/3, precision 1, 1/2, 2/3.
+    recall, precision = np.array([1 / 3, 1 / 3, 2 / 3]), np.array([1.0, 0.5, 2 / 3])
+    # all-point: envelope 1 up to recall 1/3, 2/3 up to 2/3: 1/3 * 1 + 1/3 * 2/3 = 5/9
+    assert voc_ap(recall, precision) == pytest.approx(5 / 9)
+    # 11-point: t = 0, .1, .2, .3 -> 1 (4 points); .4, .5, .6 -> 2/3 (3 points); .7 .. 1 -> 0 (4 points)
+    assert voc_ap(recall, precision, use_07=True) == pytest.approx((4 * 1 + 3 * 2 / 3) / 11)
+
+
+def test_voc_difficult_duplicates_and_thresholds() -> None:
+    g = Record("0", "0.jpg", 100, 100, np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32), np.array([0, 0]),
+               np.array([False, True]))
+    dets = [np.array([[0, 0, 10, 10, 0.9, 0],  # TP
+                      [0, 0, 10, 10, 0.8, 0],  # duplicate -> FP
+                      [50, 50, 60, 60, 0.7, 0],  # on the difficult one -> neither
+                      [0, 0, 10, 5, 0.6, 0]], np.float32)]  # IoU 0.5 exactly with the taken one -> FP (>= 0.5)
+    r = voc_evaluate(dets, [g], 1, iou_thr=0.5, score_thr=0.75)
+    assert r["npos"][0] == 1
+    # TP, FP, FP: recall 1 at precision 1 first -> AP 1
+    assert r["ap"][0] == pytest.approx(1.0) and r["ap07"][0] == pytest.approx(1.0)
+    # at score >= 0.75: 2 detections kept (0.9, 0.8), 1 TP -> precision 0.5, recall 1, F1 2/3
+    assert (r["precision"][0], r["recall"][0], r["f1"][0]) == (0.5, 1.0, pytest.approx(2 / 3))
+
+
+def test_voc_empty_inputs() -> None:
+    g = Record("0", "0.jpg", 100, 100, np.zeros((0, 4), np.float32), np.zeros(0, int), np.zeros(0, bool))
+    r = voc_evaluate([np.zeros((0, 6), np.float32)], [g], 2)
+    assert np.isnan(r["map"]) and (r["npos"] == 0).all()
+
+
+# ---------------------------------------------------------------- COCO
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_coco_equals_pycocotools(seed: int) -> None:
+    dets, gts = scene(seed, n_img=30 + 10 * seed)
+    ref = coco_evaluate(dets, gts, [str(i) for i in range(5)])
+    fast = coco_evaluate_fast(dets, gts, 5)
+    assert ref["AP50"] > 0.1  # a meaningful PR curve, not a degenerate one
+    for key, value in ref.items():
+        assert fast[key] == pytest.approx(value, abs=1e-6), key
+    assert np.nanmean(fast["per_class_AP50_95"]) == pytest.approx(ref["AP50_95"], abs=1e-6)
+    assert np.isnan(fast["per_class_AP50_95"][4])  # the class without ground truth
+
+
+def test_fast_coco_with_many_detections_per_class_and_max_det() -> None:
+    dets, gts = scene(11, n_img=8, num_classes=2, per_image=150)  # > 100 per (image, class): the cut applies
+    ref = coco_evaluate(dets, gts, ["a", "b"])
+    fast = coco_evaluate_fast(dets, gts, 2)
+    for key, value in ref.items():
+        assert fast[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_coco_without_any_detection() -> None:
+    _, gts = scene(0, n_img=5)
+    dets = [np.zeros((0, 6), np.float32) for _ in gts]
+    assert coco_evaluate_fast(dets, gts, 5)["AP50_95"] == 0.0
+    assert coco_evaluate(dets, gts, [str(i) for i in range(5)])["AP50_95"] == 0.0

@@ -1,0 +1,145 @@
+"""Shared by every CLI: model loading for inference, the one evaluation function, checkpoint writing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from nets.darknet import looks_like_darknet
+from nets.weights import WeightsError, checkpoint_state_dict, load_weights, read_checkpoint
+from nets.yolo import YOLO, build_model
+from utils.augment import unletterbox_boxes
+from utils.config import Config, apply_overrides, config_from_dict, read_anchors, read_classes
+from utils.dataset import LetterboxDataset, collate_letterbox
+from utils.metrics import coco_evaluate_fast, voc_evaluate
+from utils.postprocess import DecodeSpec, decode_predictions, non_max_suppression
+from utils.voc import Record
+
+LOGGER = logging.getLogger(__name__)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; a CUDA device that is not there is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: train.device = {name}, but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write atomically (a temporary file in the same folder, then ``os.replace``): a kill during the
+    save never leaves a broken file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_for_inference(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
+                       device: str | torch.device = "cpu") -> tuple[YOLO, Config, list[str], list[tuple[float, float]]]:
+    """(model in eval mode, config, class names, anchors) from a ``.pt`` checkpoint, which carries them
+    all, or from Darknet ``.weights`` together with a config."""
+    from utils.config import load_config
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise SystemExit(f"error: weights file not found: {weights}")
+    if looks_like_darknet(weights) and not weights.suffix == ".pt":
+        if config is None:
+            raise SystemExit("error: Darknet .weights carry no class names or anchors; give --config too")
+        cfg = load_config(config, overrides)
+        classes, anchors = read_classes(cfg.data.classes_path), read_anchors(cfg.model.anchors_path)
+        model = build_model(cfg.model.name, len(classes))
+        load_weights(model, weights)
+    else:
+        try:
+            ckpt = read_checkpoint(weights)
+            state = checkpoint_state_dict(ckpt, weights)
+        except WeightsError as e:
+            raise SystemExit(f"error: {e}") from None
+        missing = [k for k in ("config", "class_names", "anchors", "model_name") if k not in ckpt]
+        if missing:
+            raise SystemExit(f"error: {weights} is a bare state dict without {', '.join(missing)}; "
+                             "evaluate a checkpoint written by train.py")
+        # the checkpoint's config is type-checked key by key; its file paths may belong to another machine
+        cfg = load_config(config, overrides) if config else apply_overrides(config_from_dict(ckpt["config"], str(weights)),
+                                                                             overrides)
+        classes, anchors = list(ckpt["class_names"]), [tuple(a) for a in ckpt["anchors"]]
+        model = build_model(ckpt["model_name"], len(classes))
+        model.load_state_dict(state)
+    return model.to(device).eval(), cfg, classes, anchors
+
+
+@torch.inference_mode()
+def predict_letterboxed(model: torch.nn.Module, images: torch.Tensor, spec: DecodeSpec, eval_cfg) -> list[torch.Tensor]:
+    """Raw model -> per image ``[K, 6]`` (x1, y1, x2, y2, score, class) in input pixels."""
+    pred = decode_predictions(model(images), spec)
+    return non_max_suppression(pred, eval_cfg.conf_thres, eval_cfg.nms_iou, eval_cfg.max_det, eval_cfg.agnostic_nms)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, records: Sequence[Record], num_classes: int, spec: DecodeSpec, input_size: int,
+             eval_cfg, device: torch.device | str = "cpu", workers: int = 0, loss_fn=None) -> dict[str, Any]:
+    """The evaluation used by training and by eval.py: letterboxed batches, the configured NMS,
+    detections mapped back to original pixels, VOC AP at ``eval_cfg.match_iou`` (all-point and
+    07 11-point) and COCO AP@[.5:.95]. With ``loss_fn`` also the validation loss terms.
+    """
+    was_training = model.training
+    model.eval()
+    ds = LetterboxDataset(records, input_size)
+    loader = DataLoader(ds, batch_size=eval_cfg.batch_size, num_workers=workers, collate_fn=collate_letterbox)
+    dets: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(records)
+    loss_sum = {"loc": 0.0, "conf": 0.0, "cls": 0.0}
+    n_batches = 0
+    for images, indices, infos in loader:
+        images = images.to(device, non_blocking=True)
+        outputs = model(images)
+        if loss_fn is not None:
+            targets = torch.cat([torch.cat([torch.full((len(t), 1), float(j)), torch.from_numpy(t)], 1)
+                                 for j, t in enumerate(ds.targets(i) for i in indices)])
+            _, terms = loss_fn(outputs, targets.to(device))
+            for k in loss_sum:
+                loss_sum[k] += float(terms[k])
+            n_batches += 1
+        results = non_max_suppression(decode_predictions(outputs, spec), eval_cfg.conf_thres, eval_cfg.nms_iou,
+                                      eval_cfg.max_det, eval_cfg.agnostic_nms)
+        for r, i, info in zip(results, indices, infos, strict=True):
+            r = r.cpu().numpy()
+            rec = records[i]
+            r[:, :4] = unletterbox_boxes(r[:, :4], info, rec.width, rec.height)
+            dets[i] = r
+    model.train(was_training)
+    voc = voc_evaluate(dets, records, num_classes, eval_cfg.match_iou, eval_cfg.score_thres)
+    coco = coco_evaluate_fast(dets, records, num_classes)
+    result = {"map50": voc["map"], "map50_07": voc["map07"], "map50_95": coco["AP50_95"], "coco": coco, "voc": voc,
+              "dets": dets}
+    if loss_fn is not None:
+        result["val_loss"] = {k: v / max(n_batches, 1) for k, v in loss_sum.items()}
+    return result
+
+
+def per_class_table(result: dict, records: Sequence[Record], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of (class, images, objects, AP50 11-point, AP50 all-point, AP50-95)."""
+    rows = []
+    for c, name in enumerate(class_names):
+        images = sum(1 for r in records if ((r.labels == c) & ~r.difficult).any())
+        rows.append({"class": name, "images": images, "objects": int(result["voc"]["npos"][c]),
+                     "ap50_07": float(result["voc"]["ap07"][c]), "ap50": float(result["voc"]["ap"][c]),
+                     "ap50_95": float(result["coco"]["per_class_AP50_95"][c])})
+    return rows

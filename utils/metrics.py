@@ -1,0 +1,352 @@
+"""Detection metrics: VOC AP (07 11-point and all-point), COCO AP through pycocotools, and a fast COCO AP.
+
+Inputs, per image, in original image pixels:
+
+- detections ``[K, 6]`` = (x1, y1, x2, y2, score, class);
+- ground truth: anything with ``boxes [G, 4]``, ``labels [G]``, ``difficult [G]`` (a
+  :class:`utils.voc.Record`), plus ``width`` / ``height`` for COCO.
+
+VOC rules (VOCevaldet.m of the VOC devkit): detections of a class sorted by score; each is
+matched to the ground truth it overlaps most; IoU >= ``iou_thr`` with a ground truth not yet
+taken is a TP, with one already taken a FP (duplicate), below it a FP; a difficult ground truth
+makes its detections neither. COCO rules are pycocotools' COCOeval (difficult objects become
+``iscrowd`` ignore regions); :func:`coco_evaluate_fast` reproduces its numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+COCO_IOUS = np.linspace(0.5, 0.95, 10)
+COCO_RECALLS = np.linspace(0.0, 1.0, 101)
+COCO_AREAS = {"all": (0.0, 1e10), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+COCO_KEYS = ("AP50_95", "AP50", "AP75", "APs", "APm", "APl")
+
+
+# --------------------------------------------------------------------------- VOC
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07: bool = False) -> float:
+    """Area under the PR curve: VOC2007's 11-point interpolation, or every point (VOC2010 and later)."""
+    if use_07:
+        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]))
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope
+    i = np.nonzero(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes ``a [..., 4]`` and ``b [..., 4]``, broadcast (numpy)."""
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
+    return inter / np.maximum(union, np.finfo(np.float64).tiny)
+
+
+def _padded(per_image: list[np.ndarray], width: int, fill: float = 0.0) -> np.ndarray:
+    """Ragged per-image rows -> ``[I, G_max, width]`` padded with ``fill``."""
+    g = max([len(x) for x in per_image] + [1])
+    out = np.full((len(per_image), g, width), fill, np.float64)
+    for i, x in enumerate(per_image):
+        out[i, : len(x)] = np.asarray(x, np.float64).reshape(-1, width)
+    return out
+
+
+@dataclass
+class ClassPR:
+    """The PR data of one class: TP / FP flags and scores in score order, and the positives count."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    scores: np.ndarray
+    npos: int
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        tp, fp = np.cumsum(self.tp), np.cumsum(self.fp)
+        recall = tp / max(self.npos, 1)
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        return recall, precision
+
+
+def voc_match(dets: Sequence[np.ndarray], gts: Sequence, cls: int, iou_thr: float = 0.5) -> ClassPR:
+    """TP / FP flags of class ``cls`` under the VOC rules, all images at once (no loop over boxes)."""
+    gt_boxes = [g.boxes[g.labels == cls] for g in gts]
+    gt_diff = [g.difficult[g.labels == cls] for g in gts]
+    npos = int(sum((~d).sum() for d in gt_diff))
+    rows = [(i, d[d[:, 5] == cls]) for i, d in enumerate(dets) if len(d)]
+    img = np.concatenate([np.full(len(d), i) for i, d in rows]) if rows else np.zeros(0, int)
+    det = np.concatenate([d for _, d in rows]) if rows else np.zeros((0, 6))
+    order = np.argsort(-det[:, 4], kind="mergesort")
+    img, det = img[order], det[order]
+    gb = _padded(gt_boxes, 4, np.nan)  # [I, G, 4]; NaN padding never overlaps
+    gd = _padded([d.astype(float)[:, None] for d in gt_diff], 1)[..., 0] > 0  # [I, G]
+    iou = np.nan_to_num(pairwise_iou(det[:, None, :4].astype(np.float64), gb[img]), nan=-1.0)  # [D, G]
+    best = iou.argmax(1) if len(det) else np.zeros(0, int)
+    ovmax = iou[np.arange(len(det)), best] if len(det) else np.zeros(0)
+    hit = ovmax >= iou_thr
+    ignored = hit & gd[img, best]
+    candidate = hit & ~ignored
+    key = img * gb.shape[1] + best
+    first = np.zeros(len(det), bool)
+    idx = np.nonzero(candidate)[0]
+    _, first_pos = np.unique(key[idx], return_index=True)  # earliest (highest score) detection per ground truth
+    first[idx[first_pos]] = True
+    keep = ~ignored
+    return ClassPR(first[keep].astype(float), (~first)[keep].astype(float), det[keep, 4], npos)
+
+
+def voc_evaluate(dets: Sequence[np.ndarray], gts: Sequence, num_classes: int, iou_thr: float = 0.5,
+                 score_thr: float = 0.5) -> dict:
+    """Per-class VOC AP (07 11-point and all-point), precision / recall / F1 at ``score_thr``, and the means.
+
+    Classes without ground truth get NaN and are left out of the means.
+    """
+    out = {k: np.full(num_classes, np.nan) for k in ("ap07", "ap", "precision", "recall", "f1")}
+    out["npos"] = np.zeros(num_classes, int)
+    out["curves"] = []
+    for c in range(num_classes):
+        pr = voc_match(dets, gts, c, iou_thr)
+        out["npos"][c] = pr.npos
+        recall, precision = pr.curve()
+        out["curves"].append((recall, precision, pr.scores))
+        if pr.npos == 0:
+            continue
+        out["ap07"][c] = voc_ap(recall, precision, use_07=True)
+        out["ap"][c] = voc_ap(recall, precision, use_07=False)
+        n = int((pr.scores >= score_thr).sum())
+        tp = pr.tp[:n].sum()
+        out["precision"][c] = tp / n if n else 0.0
+        out["recall"][c] = tp / pr.npos
+        p, r = out["precision"][c], out["recall"][c]
+        out["f1"][c] = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    valid = out["npos"] > 0
+    out["map07"] = float(out["ap07"][valid].mean()) if valid.any() else float("nan")
+    out["map"] = float(out["ap"][valid].mean()) if valid.any() else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- COCO (pycocotools)
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    """xyxy -> xywh in float64, the numbers both COCO paths see."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+
+
+def coco_ground_truth(gts: Sequence, class_names: Sequence[str]) -> dict:
+    """A COCO-format ground-truth dict: image ids 1..I, true sizes, area = box area, difficult as iscrowd."""
+    images, anns = [], []
+    for i, g in enumerate(gts):
+        images.append({"id": i + 1, "width": int(g.width), "height": int(g.height),
+                       "file_name": str(getattr(g, "path", f"{i}.jpg"))})
+        for box, label, diff in zip(_xywh(g.boxes), g.labels, g.difficult, strict=True):
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(label) + 1, "bbox": box.tolist(),
+                         "area": float(box[2] * box[3]), "iscrowd": int(diff)})
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(class_names)]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def coco_results(dets: Sequence[np.ndarray]) -> list[dict]:
+    """Detections as a COCO results list (image ids 1..I, category id = class + 1, bbox xywh)."""
+    out = []
+    for i, d in enumerate(dets):
+        for box, row in zip(_xywh(d[:, :4]), d, strict=True):
+            out.append({"image_id": i + 1, "category_id": int(row[5]) + 1, "bbox": box.tolist(), "score": float(row[4])})
+    return out
+
+
+def coco_evaluate(dets: Sequence[np.ndarray], gts: Sequence, class_names: Sequence[str]) -> dict[str, float]:
+    """AP@[.5:.95], AP50, AP75, APs, APm, APl by pycocotools' COCOeval (-1 where undefined)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = coco_ground_truth(gts, class_names)
+        gt.createIndex()
+        results = coco_results(dets)
+        if not results:
+            return dict.fromkeys(COCO_KEYS, 0.0)
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(v) for k, v in zip(COCO_KEYS, ev.stats[:6], strict=True)}
+
+
+# --------------------------------------------------------------------------- COCO (fast)
+
+
+def _coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """pycocotools' box IoU (maskUtils.iou): ``d [..., D, 4]``, ``g [..., G, 4]`` xywh -> ``[..., D, G]``;
+    against a crowd box the union is the detection's area."""
+    dx1, dy1, dw, dh = (d[..., :, None, k] for k in range(4))
+    gx1, gy1, gw, gh = (g[..., None, :, k] for k in range(4))
+    w = np.minimum(dx1 + dw, gx1 + gw) - np.maximum(dx1, gx1)
+    h = np.minimum(dy1 + dh, gy1 + gh) - np.maximum(dy1, gy1)
+    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
+    da, ga = dw * dh, gw * gh
+    union = np.where(crowd[..., None, :], da, da + ga - inter)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(inter > 0, inter / union, 0.0)
+
+
+def _coco_match(d_pair, d_rank, d_box, g_pair, g_rank, g_box, g_crowd, g_area, thr):
+    """COCOeval's greedy matching for every area range: {area: (matched [N, T], matched to an ignored gt [N, T])}.
+
+    Only (image, class) pairs holding both detections and ground truth need it; they are
+    processed in buckets of similar ground-truth counts, so that padding stays small. Within a
+    bucket the loop runs over detection ranks, each step vectorized over pairs and thresholds.
+    """
+    n, t = len(d_pair), len(thr)
+    out = {a: (np.zeros((n, t), bool), np.zeros((n, t), bool)) for a in COCO_AREAS}
+    g_pairs, g_count = np.unique(g_pair, return_counts=True)
+    both = np.isin(g_pairs, d_pair)
+    g_pairs, g_count = g_pairs[both], g_count[both]
+    for lo_g, hi_g in ((1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 1 << 30)):
+        sel = (g_count >= lo_g) & (g_count <= hi_g)
+        if not sel.any():
+            continue
+        pairs = g_pairs[sel]
+        gmax = int(g_count[sel].max())
+        p_of_g = np.searchsorted(pairs, g_pair)
+        in_b = (p_of_g < len(pairs)) & (pairs[np.minimum(p_of_g, len(pairs) - 1)] == g_pair)
+        gb = np.zeros((len(pairs), gmax, 4))
+        gc = np.zeros((len(pairs), gmax), bool)
+        ga = np.zeros((len(pairs), gmax))
+        gv = np.zeros((len(pairs), gmax), bool)
+        gb[p_of_g[in_b], g_rank[in_b]] = g_box[in_b]
+        gc[p_of_g[in_b], g_rank[in_b]] = g_crowd[in_b]
+        ga[p_of_g[in_b], g_rank[in_b]] = g_area[in_b]
+        gv[p_of_g[in_b], g_rank[in_b]] = True
+        p_of_d = np.searchsorted(pairs, d_pair)
+        dets = np.nonzero((p_of_d < len(pairs)) & (pairs[np.minimum(p_of_d, len(pairs) - 1)] == d_pair))[0]
+        rows_of_d = p_of_d[dets]
+        iou = _coco_iou(d_box[dets][:, None, :], gb[rows_of_d], gc[rows_of_d])[:, 0]  # [Nb, G]
+        dmax = int(d_rank[dets].max()) + 1
+        det_at = np.full((len(pairs), dmax), -1)
+        det_at[rows_of_d, d_rank[dets]] = np.arange(len(dets))
+        rev = np.arange(gmax)[::-1]
+        for area_name, (lo, hi) in COCO_AREAS.items():
+            matched, matched_ig = out[area_name]
+            ig = gc | (ga < lo) | (ga > hi)  # [Pb, G] ignored ground truths
+            # COCOeval puts ignored ground truths last (stable); padding after them
+            perm = np.argsort(np.where(gv, ig.astype(int), 2), axis=1, kind="mergesort")
+            ig_s = np.take_along_axis(ig, perm, 1)
+            gv_s = np.take_along_axis(gv, perm, 1)
+            crowd_s = np.take_along_axis(gc, perm, 1)
+            iou_s = np.take_along_axis(iou, perm[rows_of_d], 1)  # [Nb, G]
+            taken = np.zeros((len(pairs), t, gmax), bool)
+            for r in range(dmax):
+                rows = np.nonzero(det_at[:, r] >= 0)[0]
+                det = det_at[rows, r]  # bucket-local detection index
+                iou_r = iou_s[det][:, None, :]  # [R, 1, G]
+                free = ~(taken[rows] & ~crowd_s[rows][:, None, :])  # [R, T, G]
+                ok = free & gv_s[rows][:, None, :] & (iou_r >= thr[None, :, None])
+                not_ig = ok & ~ig_s[rows][:, None, :]
+                use = np.where(not_ig.any(-1, keepdims=True), not_ig, ok)  # ignored ones only when no other
+                last = gmax - 1 - np.argmax(np.where(use, iou_r, -1.0)[..., rev], -1)  # last of equal maxima [R, T]
+                found = use.any(-1)
+                matched[dets[det]] = found
+                matched_ig[dets[det]] = found & np.take_along_axis(ig_s[rows], last, 1)
+                rr, tt = np.nonzero(found)
+                taken[rows[rr], tt, last[rr, tt]] = True
+    return out
+
+
+def coco_evaluate_fast(dets: Sequence[np.ndarray], gts: Sequence, num_classes: int, max_det: int = 100) -> dict:
+    """The numbers of :func:`coco_evaluate` without pycocotools' per-detection Python loops
+    (plus ``per_class_AP50_95``, NaN for classes without ground truth).
+
+    Same rules: per (image, class) detections sorted by score (stable) and cut to ``max_det``;
+    for each IoU threshold each detection, in score order, takes the still-free ground truth
+    (crowd ones are never used up) of highest IoU >= the threshold, preferring ground truths
+    that are not ignored (ties to the later one, as COCOeval's loop does); unmatched detections
+    outside the area range are ignored; 101-point interpolated precision.
+    The matching loops over detection ranks (at most ``max_det``), each step vectorized over
+    every (image, class) pair and every threshold.
+    """
+    t = len(COCO_IOUS)
+    thr = np.minimum(COCO_IOUS, 1 - 1e-10)
+    # ---- group detections and ground truths by (image, class): pair = image * C + class
+    d_img = np.concatenate([np.full(len(d), i) for i, d in enumerate(dets)] + [np.zeros(0, int)])
+    d_all = np.concatenate([np.asarray(d, np.float64).reshape(-1, 6) for d in dets] + [np.zeros((0, 6))])
+    d_pair = d_img * num_classes + d_all[:, 5].astype(int)
+    order = np.lexsort((-d_all[:, 4], d_pair))  # by pair, then score descending; lexsort is stable
+    d_pair, d_all = d_pair[order], d_all[order]
+    starts = np.searchsorted(d_pair, d_pair, side="left")
+    d_rank = np.arange(len(d_pair)) - starts
+    keep = d_rank < max_det
+    d_pair, d_all, d_rank = d_pair[keep], d_all[keep], d_rank[keep]
+    d_box = _xywh(d_all[:, :4])
+    d_area = d_box[:, 2] * d_box[:, 3]
+
+    g_img = np.concatenate([np.full(len(g.labels), i) for i, g in enumerate(gts)] + [np.zeros(0, int)])
+    g_pair = g_img * num_classes + np.concatenate([np.asarray(g.labels, int) for g in gts] + [np.zeros(0, int)])
+    g_box = np.concatenate([_xywh(g.boxes) for g in gts] + [np.zeros((0, 4))])
+    g_crowd = np.concatenate([np.asarray(g.difficult, bool) for g in gts] + [np.zeros(0, bool)])
+    g_order = np.argsort(g_pair, kind="mergesort")
+    g_pair, g_box, g_crowd = g_pair[g_order], g_box[g_order], g_crowd[g_order]
+    g_area = g_box[:, 2] * g_box[:, 3]
+    g_rank = np.arange(len(g_pair)) - np.searchsorted(g_pair, g_pair, side="left")
+
+    matches = _coco_match(d_pair, d_rank, d_box, g_pair, g_rank, g_box, g_crowd, g_area, thr)
+
+    stats = {}
+    precision = {}
+    for area_name, (lo, hi) in COCO_AREAS.items():
+        matched, matched_ig = matches[area_name]
+        out_of_range = (d_area < lo) | (d_area > hi)
+        det_ig = matched_ig | (~matched & out_of_range[:, None])  # [N, T]
+        # ---- accumulate per class: detections of all images (image order, then rank), stable by score
+        cls = d_all[:, 5].astype(int)
+        g_ig_all = g_crowd | (g_area < lo) | (g_area > hi)
+        g_cls = g_pair % num_classes
+        prec = np.full((t, num_classes), -1.0)
+        for k in range(num_classes):
+            npig = int(((g_cls == k) & ~g_ig_all).sum())
+            if npig == 0:
+                continue
+            sel = np.nonzero(cls == k)[0]  # already in (image, rank) order
+            o = np.argsort(-d_all[sel, 4], kind="mergesort")
+            sel = sel[o]
+            tps = matched[sel] & ~det_ig[sel]
+            fps = ~matched[sel] & ~det_ig[sel]
+            tp_sum = np.cumsum(tps, 0).astype(float)
+            fp_sum = np.cumsum(fps, 0).astype(float)
+            q = np.zeros((t, len(COCO_RECALLS)))
+            for ti in range(t):
+                tp, fp = tp_sum[:, ti], fp_sum[:, ti]
+                nd = len(tp)
+                if nd == 0:
+                    continue
+                rc = tp / npig
+                pr = tp / (fp + tp + np.spacing(1))
+                pr = np.maximum.accumulate(pr[::-1])[::-1]
+                idx = np.searchsorted(rc, COCO_RECALLS, side="left")
+                n = int((idx < nd).sum())  # a prefix: COCOeval stops at the first recall it cannot reach
+                q[ti, :n] = pr[idx[:n]]
+            prec[:, k] = q.mean(1)
+        precision[area_name] = prec
+    all_p = precision["all"]
+
+    def mean(p: np.ndarray) -> float:
+        v = p[p > -1]
+        return float(v.mean()) if v.size else -1.0
+
+    stats["AP50_95"] = mean(all_p)
+    stats["AP50"] = mean(all_p[0])
+    stats["AP75"] = mean(all_p[5])
+    stats["APs"], stats["APm"], stats["APl"] = (mean(precision[a]) for a in ("small", "medium", "large"))
+    stats["per_class_AP50_95"] = [float(v) if v > -1 else float("nan") for v in all_p.mean(0)]
+    return stats
