@@ -1,0 +1,379 @@
+"""The training run: data, model, phases, schedule, EMA, evaluation, checkpoints, logs (train.py calls :func:`fit`).
+
+Distributed runs start with ``torchrun``; rank 0 alone writes files, logs and evaluates.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from nets.loss import YOLOLoss
+from nets.weights import load_weights
+from nets.yolo import build_model, model_summary
+from utils.augment import AugmentParams
+from utils.config import Config, config_from_dict, read_anchors, read_classes, save_config
+from utils.dataset import TrainDataset, build_train_loader
+from utils.engine import (
+    ModelEMA,
+    build_optimizer,
+    evaluate,
+    freeze_backbone,
+    save_checkpoint,
+    select_device,
+    set_lr,
+    train_mode,
+    unwrap,
+)
+from utils.postprocess import DecodeSpec
+from utils.shapes import ensure_shapes
+from utils.voc import class_counts, load_records
+
+LOGGER = logging.getLogger(__name__)
+CSV_FIELDS = ["epoch", "lr", "train_loc", "train_conf", "train_cls", "train_total", "val_loc", "val_conf", "val_cls",
+              "map50", "map50_07", "map50_95", "num_pos", "collisions", "bad_steps", "seconds"]
+
+
+class TrainingStopped(RuntimeError):
+    """Raised when the run cannot go on (non-finite losses); last.pt has been saved."""
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def amp_dtype(cfg_amp: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: float16 on CUDA, none on the CPU; ``fp16`` / ``bf16`` / ``off`` as named."""
+    if cfg_amp == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[cfg_amp]
+
+
+def next_run_dir(parent: str | Path, name: str) -> Path:
+    parent = Path(parent)
+    for i in range(1, 10_000):
+        d = parent / (name if i == 1 else f"{name}{i}")
+        if not d.exists():
+            d.mkdir(parents=True)
+            return d
+    raise RuntimeError(f"no free run directory under {parent}")
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                                                      int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: int, epochs: int, base_lr: float,
+                    warmup_iters: int, start_iter: int, accumulate: int, ema: ModelEMA | None, scaler, dtype,
+                    stop_requested, show: bool, world: int) -> dict[str, Any]:
+    """One pass over ``loader``; returns mean loss terms, the last lr, counts, and whether a stop was asked."""
+    n = len(loader)
+    sums = {"loc": 0.0, "conf": 0.0, "cls": 0.0, "total": 0.0}
+    stats = {"num_pos": 0, "collisions": 0}
+    bad = consecutive = done = 0
+    lr = 0.0
+    images_seen, t0 = 0, time.perf_counter()
+    bar = tqdm(loader, total=n, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=True, dynamic_ncols=True)
+    optimizer.zero_grad(set_to_none=True)
+    params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    for i, (images, targets) in enumerate(bar):
+        it = start_iter + i
+        lr = set_lr(optimizer, cfg.train, (epoch + i / n) / epochs, it, warmup_iters, base_lr)
+        images = images.to(device, non_blocking=True)
+        if cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            outputs = model(images)
+        total, terms = loss_fn(outputs, targets)
+        finite = torch.isfinite(total).to(torch.int32)
+        if world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not finite.item():
+            bad += 1
+            consecutive += 1
+            optimizer.zero_grad(set_to_none=True)
+            LOGGER.warning("non-finite loss at epoch %d, iteration %d: step skipped (%d in a row)", epoch + 1, i, consecutive)
+            if consecutive >= cfg.train.max_bad_steps:
+                raise TrainingStopped(f"{consecutive} non-finite losses in a row (train.max_bad_steps); "
+                                      "try a lower train.lr or train.amp=off")
+            continue
+        consecutive = 0
+        scaler.scale(total / accumulate).backward()
+        if (i + 1) % accumulate == 0 or i + 1 == n:
+            if cfg.train.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
+        for k in ("loc", "conf", "cls"):
+            sums[k] += float(terms[k])
+        sums["total"] += float(total.detach())
+        for k in stats:
+            stats[k] += int(loss_fn.stats[k])
+        done += 1
+        images_seen += len(images)
+        if show:
+            post = {k: f"{v / done:.4f}" for k, v in sums.items()}
+            post.update(lr=f"{lr:.2e}", img_s=f"{images_seen * world / (time.perf_counter() - t0):.1f}")
+            if device.type == "cuda":
+                post["mem"] = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}G"
+            bar.set_postfix(post, refresh=False)
+        if stop_requested():
+            break
+    bar.close()
+    means = {k: v / max(done, 1) for k, v in sums.items()}
+    return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(), **stats}
+
+
+def fit(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train per ``cfg``; returns the final metrics. ``resume``: a ``last.pt`` to continue from."""
+    rank, world, local_rank = dist_info()
+    main = rank == 0
+    device = select_device(cfg.train.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+
+    ckpt = None
+    if resume is not None:
+        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
+        saved = config_from_dict(ckpt["config"], str(resume))
+        saved.train.device = cfg.train.device  # the machine may differ
+        cfg = saved
+
+    classes = read_classes(cfg.data.classes_path)
+    anchors = read_anchors(cfg.model.anchors_path)
+    if ckpt is not None and (ckpt["model_name"] != cfg.model.name or len(ckpt["class_names"]) != len(classes)):
+        raise SystemExit(f"error: {resume} is a {ckpt['model_name']} for {len(ckpt['class_names'])} classes; "
+                         f"the config asks for {cfg.model.name} with {len(classes)}")
+    if main:
+        made = ensure_shapes(cfg, classes)
+        if made:
+            print(f"made the synthetic shapes set in {made} (once; reused while the shapes settings stay the same)")
+    if world > 1:
+        dist.barrier()
+    train_records, _ = load_records(cfg.data, cfg.data.train_splits, classes)
+    val_records, _ = load_records(cfg.data, cfg.data.val_splits, classes)
+
+    model = build_model(cfg.model.name, len(classes), cfg.model.obj_prior, cfg.model.cls_prior)
+    if cfg.model.weights and ckpt is None:
+        load_weights(model, cfg.model.weights)
+    model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = YOLOLoss.from_config(cfg, len(classes), anchors, model.strides, model.anchor_masks).to(device)
+    optimizer = build_optimizer(model, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
+    dtype = amp_dtype(cfg.train.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
+    spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
+
+    start_epoch, iteration, best, elapsed_before = 0, 0, (-1.0, -math.inf), 0.0
+    epochs = cfg.train.epochs
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.ema.load_state_dict(ckpt["ema"])
+            ema.updates = int(ckpt["ema_updates"])
+        start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
+        best = tuple(ckpt["best_fitness"])
+        epochs = int(ckpt.get("epochs", epochs))
+        elapsed_before = float(ckpt.get("elapsed", 0.0))
+        _set_rng_state(ckpt["rng"])
+        run_dir = Path(resume).parent
+    else:
+        run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name) if main else Path(cfg.train.save_dir)
+    if cfg.train.sync_bn and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    if main:
+        save_config(cfg, run_dir / "config.yaml")
+        counts, _ = class_counts(train_records, len(classes))
+        summary = model_summary(unwrap(model), cfg.model.input_size)
+        print(f"run: {run_dir}")
+        print(f"data: {len(train_records)} train images, {len(val_records)} val images; objects per class: "
+              + ", ".join(f"{c} {n}" for c, n in zip(classes, counts, strict=True)))
+        print(f"model: {cfg.model.name}, {summary['params']:,} parameters, {summary['gflops']:.2f} GFLOPs at "
+              f"{cfg.model.input_size}; device {device}{', world ' + str(world) if world > 1 else ''}")
+        lf = cfg.loss
+        print("objectness: " + (f"focal (alpha {lf.focal_alpha}, gamma {lf.focal_gamma}, ratio {lf.focal_loss_ratio}, "
+                                f"normalize {lf.focal_normalize})" if lf.focal_loss else "BCE")
+              + f"; classes: {'focal' if lf.focal_cls else 'BCE'}, label smoothing {lf.label_smoothing}")
+
+    dataset = TrainDataset(train_records, cfg.model.input_size, AugmentParams.from_config(cfg.data),
+                           mosaic=cfg.data.mosaic, mixup=cfg.data.mixup, close_mosaic=cfg.data.close_mosaic,
+                           epochs=epochs, seed=cfg.train.seed)
+    stop = {"asked": False}
+
+    def on_signal(signum, _frame) -> None:
+        stop["asked"] = True
+        LOGGER.warning("signal %d: finishing the current iteration and saving last.pt", signum)
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    writer = None
+    if main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir))
+        except ImportError:
+            LOGGER.debug("tensorboard is not installed; no event files")
+
+    t_start = time.time()
+    eval_seconds: list[float] = []
+    result: dict[str, Any] = {}
+    epoch = start_epoch
+    try:
+        while epoch < epochs:
+            t_epoch = time.time()
+            frozen = epoch < cfg.train.freeze_epochs
+            batch = cfg.train.freeze_batch_size if frozen else cfg.train.batch_size
+            loader = build_train_loader(dataset, batch, cfg.data.workers, cfg.train.seed + epoch, rank, world)
+            if world > 1:
+                loader.sampler.set_epoch(epoch)
+            dataset.epochs = epochs
+            dataset.set_epoch(epoch)
+            freeze_backbone(model, frozen)
+            train_mode(model, frozen)
+            accumulate = max(round(cfg.train.nominal_batch / (batch * world)), 1) if cfg.train.accumulate else 1
+            base_lr = cfg.train.lr if cfg.train.accumulate else cfg.train.lr * batch * world / cfg.train.nominal_batch
+            warmup_iters = round(cfg.train.warmup_epochs * len(loader))
+            out = train_one_epoch(model, loss_fn, loader, optimizer, device, cfg=cfg, epoch=epoch, epochs=epochs,
+                                  base_lr=base_lr, warmup_iters=warmup_iters, start_iter=iteration,
+                                  accumulate=accumulate, ema=ema, scaler=scaler, dtype=dtype,
+                                  stop_requested=lambda: stop["asked"], show=main, world=world)
+            iteration += out["iterations"]
+            if out["stopped"]:
+                if main:
+                    _save(run_dir / "last.pt", model, ema, optimizer, scaler, epoch, iteration, best, cfg, classes,
+                          anchors, epochs, elapsed_before + time.time() - t_start)
+                    print(f"stopped by a signal; saved {run_dir / 'last.pt'} (resume with --resume)")
+                break
+            elapsed = elapsed_before + time.time() - t_start
+            last = epoch + 1 == epochs
+            if cfg.train.time_limit and not last:  # fit the epoch count to the budget
+                per_epoch = (time.time() - t_start) / (epoch + 1 - start_epoch)
+                per_eval = (sum(eval_seconds) / len(eval_seconds)) if eval_seconds else per_epoch * 0.2
+                left = cfg.train.time_limit * 60 - elapsed - per_eval
+                new_epochs = max(epoch + 1, min(epoch + 1 + int(left // (per_epoch + per_eval / cfg.train.eval_period)),
+                                               10 * cfg.train.epochs))
+                if new_epochs != epochs and main:
+                    print(f"time limit {cfg.train.time_limit} min: {new_epochs} epochs instead of {epochs}")
+                epochs = new_epochs
+                last = epoch + 1 == epochs
+            row = {"epoch": epoch + 1, "lr": out["lr"], **{f"train_{k}": v for k, v in out["loss"].items()},
+                   "num_pos": out["num_pos"], "collisions": out["collisions"], "bad_steps": out["bad_steps"]}
+            if main and ((epoch + 1) % cfg.train.eval_period == 0 or last):
+                t_eval = time.time()
+                model_eval = ema.ema if ema is not None else unwrap(model)
+                result = evaluate(model_eval, val_records, len(classes), spec, cfg.model.input_size, cfg.eval, device,
+                                  cfg.data.workers, loss_fn)
+                eval_seconds.append(time.time() - t_eval)
+                row.update({f"val_{k}": v for k, v in result["val_loss"].items()}, map50=result["map50"],
+                           map50_07=result["map50_07"], map50_95=result["map50_95"])
+                fitness = (result["map50"], -sum(result["val_loss"].values()))
+                print(f"epoch {epoch + 1}: mAP50 {result['map50']:.4f} (07: {result['map50_07']:.4f}), "
+                      f"mAP50-95 {result['map50_95']:.4f}, val loss {sum(result['val_loss'].values()):.4f}")
+                if fitness > best:
+                    best = fitness
+                    _save(run_dir / "best.pt", model, ema, optimizer, scaler, epoch + 1, iteration, best, cfg, classes,
+                          anchors, epochs, elapsed_before + time.time() - t_start)
+            if main:
+                row["seconds"] = round(time.time() - t_epoch, 1)
+                _append_csv(run_dir / "results.csv", row)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "epoch" and v is not None:
+                            writer.add_scalar(k, v, epoch + 1)
+                _save(run_dir / "last.pt", model, ema, optimizer, scaler, epoch + 1, iteration, best, cfg, classes,
+                      anchors, epochs, elapsed_before + time.time() - t_start)
+                if cfg.train.save_period and (epoch + 1) % cfg.train.save_period == 0:
+                    _save(run_dir / f"epoch{epoch + 1}.pt", model, ema, optimizer, scaler, epoch + 1, iteration, best,
+                          cfg, classes, anchors, epochs, elapsed_before + time.time() - t_start)
+            if world > 1:
+                dist.barrier()
+            epoch += 1
+    except TrainingStopped as e:
+        if main:
+            _save(run_dir / "last.pt", model, ema, optimizer, scaler, epoch, iteration, best, cfg, classes, anchors,
+                  epochs, elapsed_before + time.time() - t_start)
+        raise SystemExit(f"error: {e}; saved {run_dir / 'last.pt'}") from None
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if writer is not None:
+            writer.close()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    if main and (run_dir / "results.csv").is_file():
+        from utils.plots import plot_results
+
+        plot_results(run_dir / "results.csv", run_dir / "results.png")
+    final = {"run_dir": str(run_dir), "epochs": epoch, "best_map50": best[0],
+             "seconds": round(elapsed_before + time.time() - t_start, 1)}
+    if result:
+        final.update(map50=result["map50"], map50_07=result["map50_07"], map50_95=result["map50_95"])
+    return final
+
+
+def _save(path: Path, model, ema, optimizer, scaler, epoch: int, iteration: int, best, cfg: Config, classes, anchors,
+          epochs: int, elapsed: float) -> None:
+    save_checkpoint(path, {
+        "model": unwrap(model).state_dict(), "ema": ema.ema.state_dict() if ema is not None else {},
+        "ema_updates": ema.updates if ema is not None else 0, "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(), "epoch": epoch, "iteration": iteration, "best_fitness": list(best),
+        "epochs": epochs, "elapsed": elapsed, "config": cfg.to_dict(), "class_names": list(classes),
+        "anchors": [list(a) for a in anchors], "input_size": cfg.model.input_size, "model_name": cfg.model.name,
+        "rng": _rng_state()})
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in CSV_FIELDS})
