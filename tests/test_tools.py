@@ -37,7 +37,8 @@ def test_fitness_by_hand() -> None:
 
 def test_kmeans_tool_on_the_shapes_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "anchors.txt"
-    assert kmeans_anchors.main(["--config", "shapes.yaml", f"data.root={tmp_path}", *SMALL, "--out", str(out),
+    assert kmeans_anchors.main(["--config", "shapes.yaml", f"data.root={tmp_path}", *SMALL,
+                                "model.anchors_path=model_data/yolo_tiny_anchors.txt", "--out", str(out),
                                 "--json", str(tmp_path / "k.json")]) == 0
     result = json.loads((tmp_path / "k.json").read_text())
     assert len(result["anchors"]) == 6 and result["boxes"] > 30

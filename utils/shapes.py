@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 LOGGER = logging.getLogger(__name__)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SHAPE_KINDS = ("circle", "square", "triangle", "diamond", "cross", "ring")  # drawable class names
 DISTRACTOR_KINDS = ("hexagon", "star", "bar", "crescent")  # never labelled
 
@@ -38,8 +38,12 @@ def class_frequencies(num_classes: int, tail: float) -> np.ndarray:
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    if kind in ("square", "diamond"):
-        k, rot = 4, angle + (math.pi / 4 if kind == "square" else 0.0)
+    if kind == "diamond":  # a rhombus, taller than wide
+        t = angle + math.pi / 2 * np.arange(4)
+        rad = np.where(np.arange(4) % 2 == 0, r * 0.62, r)
+        return np.stack([cx + rad * np.cos(t), cy + rad * np.sin(t)], 1)
+    if kind == "square":
+        k, rot = 4, angle + math.pi / 4
     elif kind == "triangle":
         k, rot = 3, angle - math.pi / 2
     elif kind == "hexagon":
@@ -51,9 +55,15 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndar
 
 
 def draw_shape(mask: np.ndarray, kind: str, cx: float, cy: float, r: float, angle: float, rng: np.random.Generator) -> None:
-    """Draw ``kind`` of radius ``r`` into the uint8 ``mask`` (255 = shape)."""
+    """Draw ``kind`` of radius ``r`` into the uint8 ``mask`` (255 = shape).
+
+    ``angle`` in [0, 2 pi) turns the shape freely, except squares and diamonds, which only
+    tilt by +-10 degrees: a freely turned square would be a diamond.
+    """
+    if kind in ("square", "diamond"):
+        angle = (angle / (2 * math.pi) - 0.5) * math.radians(20)
     c = (int(round(cx)), int(round(cy)))
-    thick = max(1, int(round(r * 0.35)))
+    thick = max(1, int(round(r * (0.3 if kind == "ring" else 0.35))))
     if kind == "circle":
         cv2.circle(mask, c, max(1, int(round(r))), 255, -1, cv2.LINE_AA)
     elif kind == "ring":

@@ -161,8 +161,14 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(), **stats}
 
 
-def fit(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train per ``cfg``; returns the final metrics. ``resume``: a ``last.pt`` to continue from."""
+def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None,
+        return_model: bool = False) -> dict[str, Any]:
+    """Train per ``cfg``; returns the final metrics. ``resume``: a ``last.pt`` to continue from.
+
+    ``stop_after``: end this invocation after that many epochs, as a signal would (last.pt
+    saved, the schedule still planned for all epochs); ``return_model``: put the final weights
+    in the result under ``state_dict`` (both for tests and tools).
+    """
     rank, world, local_rank = dist_info()
     main = rank == 0
     device = select_device(cfg.train.device)
@@ -226,8 +232,7 @@ def fit(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
         run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name) if main else Path(cfg.train.save_dir)
     if cfg.train.sync_bn and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = model  # the bare model; `model` below is what runs the forward (DDP-wrapped when distributed)
 
     if main:
         save_config(cfg, run_dir / "config.yaml")
@@ -276,7 +281,12 @@ def fit(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
                 loader.sampler.set_epoch(epoch)
             dataset.epochs = epochs
             dataset.set_epoch(epoch)
-            freeze_backbone(model, frozen)
+            if world > 1 and (epoch == start_epoch or frozen != (epoch - 1 < cfg.train.freeze_epochs)):
+                # DDP hooks the parameters that need gradients when it is built: rebuild it per phase
+                freeze_backbone(net, frozen)
+                model = torch.nn.parallel.DistributedDataParallel(
+                    net, device_ids=[device] if device.type == "cuda" else None)
+            freeze_backbone(net, frozen)
             train_mode(model, frozen)
             accumulate = max(round(cfg.train.nominal_batch / (batch * world)), 1) if cfg.train.accumulate else 1
             base_lr = cfg.train.lr if cfg.train.accumulate else cfg.train.lr * batch * world / cfg.train.nominal_batch
@@ -336,6 +346,8 @@ def fit(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
             if world > 1:
                 dist.barrier()
             epoch += 1
+            if stop_after is not None and epoch - start_epoch >= stop_after and epoch < epochs:
+                break
     except TrainingStopped as e:
         if main:
             _save(run_dir / "last.pt", model, ema, optimizer, scaler, epoch, iteration, best, cfg, classes, anchors,
@@ -356,6 +368,8 @@ def fit(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
              "seconds": round(elapsed_before + time.time() - t_start, 1)}
     if result:
         final.update(map50=result["map50"], map50_07=result["map50_07"], map50_95=result["map50_95"])
+    if return_model:
+        final["state_dict"] = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
     return final
 
 

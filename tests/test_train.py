@@ -1,0 +1,205 @@
+"""utils/trainer.py and utils/engine.py: a real (tiny) run, resume, faults, schedule, EMA, DDP."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nets.yolo import build_model
+from utils.config import REPO_ROOT, load_config
+from utils.engine import ModelEMA, build_optimizer, freeze_backbone, lr_factor, set_lr, train_mode
+from utils.trainer import fit
+
+TINY_RUN = ["model.input_size=64", "shapes.num_train=16", "shapes.num_val=4", "shapes.num_test=0", "shapes.width=96",
+            "shapes.height=96", "train.batch_size=8", "train.nominal_batch=8", "train.eval_period=1", "data.workers=0",
+            "train.warmup_epochs=0.5", "train.save_period=0", "train.deterministic=true", "train.time_limit=0"]
+
+
+def tiny_cfg(tmp_path: Path, *extra: str):
+    return load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", f"train.save_dir={tmp_path / 'runs'}",
+                                       *TINY_RUN, *extra])
+
+
+def test_a_run_writes_its_folder(tmp_path: Path) -> None:
+    result = fit(tiny_cfg(tmp_path, "train.epochs=2"))
+    run = Path(result["run_dir"])
+    assert run == tmp_path / "runs" / "exp"
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(r["map50"] != "" and float(r["train_total"]) > 0 for r in rows)
+    for name in ("last.pt", "best.pt", "config.yaml", "results.png"):
+        assert (run / name).is_file(), name
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert {"model", "ema", "optimizer", "scaler", "epoch", "best_fitness", "config", "class_names", "anchors",
+            "input_size", "model_name", "rng"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and len(ckpt["class_names"]) == 6
+    assert load_config(run / "config.yaml") == load_config(run / "config.yaml")
+    # a second run never overwrites the first
+    assert fit(tiny_cfg(tmp_path, "train.epochs=1"))["run_dir"] == str(tmp_path / "runs" / "exp2")
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path: Path) -> None:
+    # deterministic on the CPU: data is a function of (seed, epoch, index), the sampler is seeded per epoch,
+    # and the checkpoint restores model, EMA, optimizer, scaler, iteration and RNGs; equality is exact.
+    straight = fit(tiny_cfg(tmp_path / "a", "train.epochs=2"), return_model=True)
+    first = fit(tiny_cfg(tmp_path / "b", "train.epochs=2"), stop_after=1)
+    last = Path(first["run_dir"]) / "last.pt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    resumed = fit(tiny_cfg(tmp_path / "b", "train.epochs=2"), resume=last, return_model=True)
+    for k, v in straight["state_dict"].items():
+        assert torch.equal(v, resumed["state_dict"][k]), k
+    rows = list(csv.DictReader(open(Path(first["run_dir"]) / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_resume_refuses_another_model(tmp_path: Path) -> None:
+    first = fit(tiny_cfg(tmp_path, "train.epochs=2"), stop_after=1)
+    last = Path(first["run_dir"]) / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["class_names"] = ckpt["class_names"][:3]
+    torch.save(ckpt, last)
+    with pytest.raises(SystemExit, match="for 3 classes; the config asks for yolov4-tiny with 6"):
+        fit(tiny_cfg(tmp_path, "train.epochs=2"), resume=last)
+
+
+def test_non_finite_losses_stop_the_run_and_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nets.loss import YOLOLoss
+
+    real = YOLOLoss.forward
+
+    def nan_loss(self, outputs, targets):
+        total, terms = real(self, outputs, targets)
+        return total * float("nan"), terms
+
+    monkeypatch.setattr(YOLOLoss, "forward", nan_loss)
+    with pytest.raises(SystemExit, match="3 non-finite losses in a row"):
+        fit(tiny_cfg(tmp_path, "train.epochs=2", "train.max_bad_steps=3", "shapes.num_train=40"))
+    assert (tmp_path / "runs" / "exp" / "last.pt").is_file()
+
+
+def test_time_limit_fits_the_epochs(tmp_path: Path) -> None:
+    t0 = time.time()
+    result = fit(tiny_cfg(tmp_path, "train.epochs=40", "train.time_limit=0.15"))  # 9 seconds
+    rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
+    assert 1 <= len(rows) < 40
+    assert rows[-1]["map50"] != ""  # the final epoch is evaluated
+    assert time.time() - t0 < 60
+
+
+def test_sigterm_saves_last_and_exits_cleanly(tmp_path: Path) -> None:
+    args = [sys.executable, "train.py", "--config", "shapes.yaml", f"data.root={tmp_path / 'data'}",
+            f"train.save_dir={tmp_path / 'runs'}", *TINY_RUN, "train.epochs=200", "shapes.num_train=64"]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "runs" / "exp" / "results.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped by a signal" in out
+    ckpt = torch.load(tmp_path / "runs" / "exp" / "last.pt", weights_only=True)
+    assert 1 <= ckpt["epoch"] < 200
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_schedule_by_hand() -> None:
+    cfg = load_config("voc.yaml", ["train.lr=0.01", "train.min_lr=0.0001", "train.warmup_bias_lr=0.1",
+                                   "train.warmup_momentum=0.8", "train.momentum=0.9"]).train
+    assert lr_factor(0.0, cfg) == pytest.approx(1.0)
+    assert lr_factor(0.5, cfg) == pytest.approx(0.01 + 0.99 * 0.5)  # cosine half-way: floor + (1 - floor) / 2
+    assert lr_factor(1.0, cfg) == pytest.approx(0.01)
+    step = load_config("voc.yaml", ["train.schedule=step", "train.lr_steps=[0.5, 0.8]", "train.lr_step_gamma=0.1"]).train
+    assert [lr_factor(p, step) for p in (0.1, 0.6, 0.9)] == pytest.approx([1.0, 0.1, 0.01])
+    model = build_model("yolov4-tiny", 2)
+    opt = build_optimizer(model, "sgd", 0.01, 0.9, 5e-4)
+    # a quarter into a 100-iteration warmup at progress 0: weights 0 -> 0.01 (0.0025), biases 0.1 -> 0.01 (0.0775)
+    set_lr(opt, cfg, 0.0, 25, 100, 0.01)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.0025, 0.0025, 0.0775])
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.8 + 0.1 * 0.25)
+    set_lr(opt, cfg, 0.5, 200, 100, 0.01)
+    assert opt.param_groups[2]["lr"] == pytest.approx(0.01 * (0.01 + 0.99 * 0.5))
+
+
+def test_optimizer_groups_leave_bn_and_biases_undecayed() -> None:
+    model = build_model("yolov4-tiny", 2)
+    opt = build_optimizer(model, "adamw", 0.001, 0.9, 5e-4)
+    decay, bn, bias = (g["params"] for g in opt.param_groups)
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0, 0.0]
+    assert all(p.dim() == 4 for p in decay) and all(p.dim() == 1 for p in bn + bias)
+    assert len(decay) + len(bn) + len(bias) == len(list(model.parameters()))
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert len(bn) == n_bn and len(bias) == n_bn + 2  # BN shifts and the two output convs' biases
+
+
+def test_ema_follows_the_ramped_decay() -> None:
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEMA(model, decay=0.9, tau=1.0)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # d = 0.9 * (1 - e^-1) = 0.5689: ema = d * 0 + (1 - d) * 1
+    d = 0.9 * (1 - math.exp(-1))
+    assert ema.ema.weight.item() == pytest.approx(1 - d)
+
+
+def test_frozen_backbone_has_no_grad_and_bn_in_eval() -> None:
+    model = build_model("yolov4-tiny", 2)
+    freeze_backbone(model, True)
+    train_mode(model, True)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.neck.parameters())
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert model.neck.out4.bn.training
+    freeze_backbone(model, False)
+    train_mode(model, False)
+    assert all(m.training for m in bns) and all(p.requires_grad for p in model.backbone.parameters())
+
+
+def _ddp_worker(rank: int, world: int, cfg_args: list[str], out_dir: str, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = load_config("shapes.yaml", cfg_args)
+    result = fit(cfg, return_model=True)
+    torch.save(result["state_dict"], Path(out_dir) / f"rank{rank}.pt")
+
+
+def test_two_process_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # the data set is made once here, so that the ranks only read it
+    args = [f"data.root={tmp_path / 'data'}", f"train.save_dir={tmp_path / 'runs'}", *TINY_RUN, "train.epochs=1",
+            "train.batch_size=4", "train.nominal_batch=8"]
+    from utils.config import read_classes
+    from utils.shapes import ensure_shapes
+
+    cfg = load_config("shapes.yaml", args)
+    ensure_shapes(cfg, read_classes(cfg.data.classes_path))
+    mp.spawn(_ddp_worker, args=(2, args, str(tmp_path), port), nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]) or "running" in k or "num_batches" in k, k
+    # parameters moved from their initialisation (the same seed gives the same start), so the ranks trained
+    torch.manual_seed(0)
+    init = build_model("yolov4-tiny", 6).state_dict()
+    assert not torch.equal(a["head.convs.0.weight"], init["head.convs.0.weight"])
