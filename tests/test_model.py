@@ -212,4 +212,4 @@ def test_bench_model_runs_and_reports(tmp_path) -> None:
     (m,) = result["models"]
     assert m["params"] == 6_056_606
     assert m["gflops"] == pytest.approx(6.908 * (64 / 416) ** 2, rel=0.01)
-    assert m["forward_ms_median"] > 0 and result["matmul_4096_gflops_per_s"] > 0
+    assert m["forward_ms_median"] > 0 and max(result["matmul_gflops_per_s"].values()) > 0
