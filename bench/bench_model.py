@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bench": "model",
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__},
-        "matmul_gflops_per_s": {n: round(matmul_gflops_per_s(n), 1) for n in (1024, 2048, 4096)},
+        "matmul_gflops_per_s": {str(n): round(matmul_gflops_per_s(n), 1) for n in (1024, 2048, 4096)},
         "models": [bench_model(name, args.size, args.runs) for name in args.models],
     }
     peak = max(result["matmul_gflops_per_s"].values())  # the best square float32 matmul rate of this run
