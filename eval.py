@@ -19,22 +19,11 @@ import time
 from pathlib import Path
 
 from utils.config import add_config_args, read_classes
-from utils.engine import evaluate, load_for_inference, per_class_table, select_device
+from utils.engine import evaluate, load_for_inference, next_run_dir, per_class_table, select_device
 from utils.metrics import coco_ground_truth, coco_results
 from utils.postprocess import DecodeSpec
 from utils.shapes import ensure_shapes
 from utils.voc import DataError, load_records
-
-
-def next_run_dir(parent: str | Path, name: str = "exp") -> Path:
-    """``parent/name``, else ``name2``, ``name3``, ...: a run never overwrites another."""
-    parent = Path(parent)
-    for i in range(1, 10_000):
-        d = parent / (name if i == 1 else f"{name}{i}")
-        if not d.exists():
-            d.mkdir(parents=True)
-            return d
-    raise RuntimeError(f"no free run directory under {parent}")
 
 
 def format_table(rows: list[dict], result: dict) -> str:

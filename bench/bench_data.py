@@ -11,7 +11,6 @@ of 16, with mosaic and mixup each at probability 0.5, and with both off.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import emit  # noqa: E402
 from utils.augment import AugmentParams  # noqa: E402
 from utils.config import load_config, read_classes  # noqa: E402
 from utils.dataset import TrainDataset, collate  # noqa: E402
@@ -65,11 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, mosaic_p, mixup_p in (("mosaic_mixup_0.5", 0.5, 0.5), ("no_mosaic_no_mixup", 0.0, 0.0)):
             ds = TrainDataset(records, args.size, params, mosaic=mosaic_p, mixup=mixup_p, seed=0)
             result[f"train_images_per_s_{name}"] = round(images_per_second(ds, len(records)), 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

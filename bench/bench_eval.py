@@ -10,7 +10,6 @@ A synthetic set: per image up to 8 ground-truth boxes (10% difficult) and ``--de
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import emit  # noqa: E402
 from utils.metrics import coco_evaluate, coco_evaluate_fast, voc_evaluate  # noqa: E402
 from utils.voc import Record  # noqa: E402
 
@@ -72,11 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["pycocotools"] = ref
         result["speedup"] = round(result["pycocotools_s"] / result["coco_fast_s"], 1)
         result["max_abs_difference"] = max(abs(ours[k] - ref[k]) for k in ref)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,8 @@ and input, and the loss's share of it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,6 +23,7 @@ from torchvision.ops import box_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import emit, median_ms  # noqa: E402
 from nets.loss import Assignment, LevelTargets, YOLOLoss  # noqa: E402
 from nets.yolo import build_model  # noqa: E402
 from utils.boxes import shape_iou  # noqa: E402
@@ -88,15 +86,6 @@ class LoopAssignLoss(YOLOLoss):
         return Assignment(levels, {"num_pos": num_pos, "collisions": zero, "ignored": zero, "invalid_targets": zero})
 
 
-def median_ms(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def make_inputs(batch: int, size: int, boxes: int, num_classes: int, seed: int = 0):
@@ -163,11 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["yolov4_forward_backward_ms"] = round(ms_model, 1)
         for case in result["cases"]:
             case["share_of_model_step"] = round(case["ms"] / ms_model, 4)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

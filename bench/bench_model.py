@@ -12,29 +12,16 @@ to the best rate of large float32 matmuls (1024, 2048 and 4096 square) measured 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import emit, median_ms  # noqa: E402
 from nets.yolo import build_model, model_summary  # noqa: E402
-
-
-def median_ms(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def matmul_gflops_per_s(n: int = 4096, runs: int = 5) -> float:
@@ -81,11 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     peak = max(result["matmul_gflops_per_s"].values())  # the best square float32 matmul rate of this run
     for m in result["models"]:
         m["fraction_of_matmul_rate"] = round(m["achieved_gflops_per_s"] / peak, 3)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,17 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def next_run_dir(parent: str | Path, name: str = "exp") -> Path:
+    """Make and return ``parent/name``, else ``name2``, ``name3``, ...: a run never overwrites another."""
+    parent = Path(parent)
+    for i in range(1, 10_000):
+        d = parent / (name if i == 1 else f"{name}{i}")
+        if not d.exists():
+            d.mkdir(parents=True)
+            return d
+    raise RuntimeError(f"no free run directory under {parent}")
+
+
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     """Write atomically (a temporary file in the same folder, then ``os.replace``): a kill during the
     save never leaves a broken file behind."""

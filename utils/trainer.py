@@ -31,6 +31,7 @@ from utils.engine import (
     build_optimizer,
     evaluate,
     freeze_backbone,
+    next_run_dir,
     save_checkpoint,
     select_device,
     set_lr,
@@ -68,16 +69,6 @@ def amp_dtype(cfg_amp: str, device: torch.device) -> torch.dtype | None:
     if cfg_amp == "auto":
         return torch.float16 if device.type == "cuda" else None
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[cfg_amp]
-
-
-def next_run_dir(parent: str | Path, name: str) -> Path:
-    parent = Path(parent)
-    for i in range(1, 10_000):
-        d = parent / (name if i == 1 else f"{name}{i}")
-        if not d.exists():
-            d.mkdir(parents=True)
-            return d
-    raise RuntimeError(f"no free run directory under {parent}")
 
 
 def _rng_state() -> dict[str, Any]:
