@@ -240,20 +240,21 @@ class YOLOLoss(nn.Module):
         nx = x1 - x0 + 1
         count = nx * (y1 - y0 + 1)  # cells per ground truth [M]
         gt = torch.repeat_interleave(torch.arange(len(t), device=t.device), count)  # (ground truth, cell) pairs [P]
-        x0, y0, nx, b, start = torch.stack((x0, y0, nx, img, torch.cumsum(count, 0) - count), 1)[gt].unbind(1)  # [P]
+        gt_area = (t[:, 4] - t[:, 2]) * (t[:, 5] - t[:, 3])  # [M]
+        per_gt = torch.stack((x0, y0, nx, img, torch.cumsum(count, 0) - count), 1)[gt]  # one gather [P, 5]
+        x0, y0, nx, b, start = per_gt.unbind(1)
         k = torch.arange(len(gt), device=t.device) - start
         gx, gy = x0 + k % nx, y0 + k // nx  # [P]
-        logits = pred[:, :, :4].permute(0, 3, 4, 1, 2)  # [B, H, W, A, 4]
         # box area = exp(tw + th) * anchor area, without decoding the centres
-        twh = logits[..., 2:].clamp(max=WH_LOGIT_MAX)
-        area = ((twh[..., 0] + twh[..., 1]).exp() * anchors.prod(-1)).contiguous().view(-1, n_a)  # [B*H*W, A]
-        cell = (b * h + gy) * w + gx  # [P]
-        pair_area = area[cell]  # [P, A]
-        gt_area = ((t[:, 4] - t[:, 2]) * (t[:, 5] - t[:, 3]))[gt, None]  # [P, 1]
-        near = (pair_area > self.ignore_thresh * gt_area) & (pair_area * self.ignore_thresh < gt_area)  # NaN: False
+        twh = pred[:, :, 2:4].clamp(max=WH_LOGIT_MAX)  # [B, A, 2, H, W]
+        area = ((twh[:, :, 0] + twh[:, :, 1]).exp() * anchors.prod(-1)[None, :, None, None])  # [B, A, H, W]
+        area = area.permute(0, 2, 3, 1).reshape(-1, n_a)  # [B*H*W, A]
+        pair_area = area[(b * h + gy) * w + gx]  # [P, A]
+        ga = gt_area[gt, None]  # [P, 1]
+        near = (pair_area > self.ignore_thresh * ga) & (pair_area * self.ignore_thresh < ga)  # NaN: False
         p_idx, a_idx = near.nonzero(as_tuple=True)  # [Q]
         b, gy, gx = b[p_idx], gy[p_idx], gx[p_idx]
-        q = logits[b, gy, gx, a_idx]  # [Q, 4]
+        q = pred[b, a_idx, :4, gy, gx]  # [Q, 4], gathered from the raw layout
         boxes = decode(q[:, :2], q[:, 2:], torch.stack((gx, gy), -1).to(q.dtype), anchors[a_idx], stride, sxy)  # [Q, 4]
         hit = bbox_iou(boxes, t[gt[p_idx], 2:6]) > self.ignore_thresh  # [Q]
         flat = ((b * n_a + a_idx) * h + gy) * w + gx  # [Q]
