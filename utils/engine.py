@@ -17,7 +17,7 @@ from nets.darknet import looks_like_darknet
 from nets.weights import WeightsError, checkpoint_state_dict, load_weights, read_checkpoint
 from nets.yolo import YOLO, build_model
 from utils.augment import unletterbox_boxes
-from utils.config import Config, apply_overrides, config_from_dict, read_anchors, read_classes
+from utils.config import Config, apply_overrides, config_from_dict, load_config, read_anchors, read_classes
 from utils.dataset import LetterboxDataset, collate_letterbox
 from utils.metrics import coco_evaluate_fast, voc_evaluate
 from utils.postprocess import DecodeSpec, decode_predictions, non_max_suppression
@@ -66,8 +66,6 @@ def load_for_inference(weights: str | Path, config: str | Path | None = None, ov
                        device: str | torch.device = "cpu") -> tuple[YOLO, Config, list[str], list[tuple[float, float]]]:
     """(model in eval mode, config, class names, anchors) from a ``.pt`` checkpoint, which carries them
     all, or from Darknet ``.weights`` together with a config."""
-    from utils.config import load_config
-
     weights = Path(weights)
     if not weights.is_file():
         raise SystemExit(f"error: weights file not found: {weights}")
@@ -97,10 +95,10 @@ def load_for_inference(weights: str | Path, config: str | Path | None = None, ov
     return model.to(device).eval(), cfg, classes, anchors
 
 
-@torch.inference_mode()
-def predict_letterboxed(model: torch.nn.Module, images: torch.Tensor, spec: DecodeSpec, eval_cfg) -> list[torch.Tensor]:
-    """Raw model -> per image ``[K, 6]`` (x1, y1, x2, y2, score, class) in input pixels."""
-    pred = decode_predictions(model(images), spec)
+def detect(outputs: list[torch.Tensor], spec: DecodeSpec, eval_cfg) -> list[torch.Tensor]:
+    """Raw maps -> per image ``[K, 6]`` (x1, y1, x2, y2, score, class) in input pixels, with the
+    configured threshold and NMS (``eval_cfg``: utils.config.EvalConfig)."""
+    pred = decode_predictions(outputs, spec)
     return non_max_suppression(pred, eval_cfg.conf_thres, eval_cfg.nms_iou, eval_cfg.max_det, eval_cfg.agnostic_nms)
 
 
@@ -128,9 +126,7 @@ def evaluate(model: torch.nn.Module, records: Sequence[Record], num_classes: int
             for k in loss_sum:
                 loss_sum[k] += float(terms[k])
             n_batches += 1
-        results = non_max_suppression(decode_predictions(outputs, spec), eval_cfg.conf_thres, eval_cfg.nms_iou,
-                                      eval_cfg.max_det, eval_cfg.agnostic_nms)
-        for r, i, info in zip(results, indices, infos, strict=True):
+        for r, i, info in zip(detect(outputs, spec, eval_cfg), indices, infos, strict=True):
             r = r.cpu().numpy()
             rec = records[i]
             r[:, :4] = unletterbox_boxes(r[:, :4], info, rec.width, rec.height)

@@ -302,6 +302,8 @@ def coco_evaluate_fast(dets: Sequence[np.ndarray], gts: Sequence, num_classes: i
 
     matches = _coco_match(d_pair, d_rank, d_box, g_pair, g_rank, g_box, g_crowd, g_area, thr)
 
+    cls = d_all[:, 5].astype(int)
+    g_cls = g_pair % num_classes
     stats = {}
     precision = {}
     for area_name, (lo, hi) in COCO_AREAS.items():
@@ -309,9 +311,7 @@ def coco_evaluate_fast(dets: Sequence[np.ndarray], gts: Sequence, num_classes: i
         out_of_range = (d_area < lo) | (d_area > hi)
         det_ig = matched_ig | (~matched & out_of_range[:, None])  # [N, T]
         # ---- accumulate per class: detections of all images (image order, then rank), stable by score
-        cls = d_all[:, 5].astype(int)
         g_ig_all = g_crowd | (g_area < lo) | (g_area > hi)
-        g_cls = g_pair % num_classes
         prec = np.full((t, num_classes), -1.0)
         for k in range(num_classes):
             npig = int(((g_cls == k) & ~g_ig_all).sum())

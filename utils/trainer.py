@@ -259,6 +259,11 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
             LOGGER.debug("tensorboard is not installed; no event files")
 
     t_start = time.time()
+
+    def save(name: str, next_epoch: int) -> None:  # the run's state now, resuming at next_epoch
+        _save(run_dir / name, model, ema, optimizer, scaler, next_epoch, iteration, best, cfg, classes, anchors, epochs,
+              elapsed_before + time.time() - t_start)
+
     eval_seconds: list[float] = []
     result: dict[str, Any] = {}
     epoch = start_epoch
@@ -289,8 +294,7 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
             iteration += out["iterations"]
             if out["stopped"]:
                 if main:
-                    _save(run_dir / "last.pt", model, ema, optimizer, scaler, epoch, iteration, best, cfg, classes,
-                          anchors, epochs, elapsed_before + time.time() - t_start)
+                    save("last.pt", epoch)
                     print(f"stopped by a signal; saved {run_dir / 'last.pt'} (resume with --resume)")
                 break
             elapsed = elapsed_before + time.time() - t_start
@@ -320,8 +324,7 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
                       f"mAP50-95 {result['map50_95']:.4f}, val loss {sum(result['val_loss'].values()):.4f}")
                 if fitness > best:
                     best = fitness
-                    _save(run_dir / "best.pt", model, ema, optimizer, scaler, epoch + 1, iteration, best, cfg, classes,
-                          anchors, epochs, elapsed_before + time.time() - t_start)
+                    save("best.pt", epoch + 1)
             if main:
                 row["seconds"] = round(time.time() - t_epoch, 1)
                 _append_csv(run_dir / "results.csv", row)
@@ -329,11 +332,9 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
                     for k, v in row.items():
                         if k != "epoch" and v is not None:
                             writer.add_scalar(k, v, epoch + 1)
-                _save(run_dir / "last.pt", model, ema, optimizer, scaler, epoch + 1, iteration, best, cfg, classes,
-                      anchors, epochs, elapsed_before + time.time() - t_start)
+                save("last.pt", epoch + 1)
                 if cfg.train.save_period and (epoch + 1) % cfg.train.save_period == 0:
-                    _save(run_dir / f"epoch{epoch + 1}.pt", model, ema, optimizer, scaler, epoch + 1, iteration, best,
-                          cfg, classes, anchors, epochs, elapsed_before + time.time() - t_start)
+                    save(f"epoch{epoch + 1}.pt", epoch + 1)
             if world > 1:
                 dist.barrier()
             epoch += 1
@@ -341,8 +342,7 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
                 break
     except TrainingStopped as e:
         if main:
-            _save(run_dir / "last.pt", model, ema, optimizer, scaler, epoch, iteration, best, cfg, classes, anchors,
-                  epochs, elapsed_before + time.time() - t_start)
+            save("last.pt", epoch)
         raise SystemExit(f"error: {e}; saved {run_dir / 'last.pt'}") from None
     finally:
         for s, h in old_handlers.items():
