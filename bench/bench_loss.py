@@ -23,7 +23,7 @@ from torchvision.ops import box_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, median_ms  # noqa: E402
+from bench.common import emit, median_ms, median_ms_interleaved  # noqa: E402
 from nets.loss import Assignment, LevelTargets, YOLOLoss  # noqa: E402
 from nets.yolo import build_model  # noqa: E402
 from utils.boxes import shape_iou  # noqa: E402
@@ -86,8 +86,6 @@ class LoopAssignLoss(YOLOLoss):
         return Assignment(levels, {"num_pos": num_pos, "collisions": zero, "ignored": zero, "invalid_targets": zero})
 
 
-
-
 def make_inputs(batch: int, size: int, boxes: int, num_classes: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ch = 3 * (5 + num_classes)
@@ -101,7 +99,8 @@ def make_inputs(batch: int, size: int, boxes: int, num_classes: int, seed: int =
     return maps, targets
 
 
-def time_loss(loss: YOLOLoss, maps: list[torch.Tensor], targets: torch.Tensor, runs: int) -> tuple[float, float]:
+def loss_step(loss: YOLOLoss, maps: list[torch.Tensor], targets: torch.Tensor):
+    """A loss forward + backward as a function, and the loss's total on these inputs."""
     leaves = [m.clone().requires_grad_() for m in maps]
 
     def step() -> None:
@@ -110,8 +109,7 @@ def time_loss(loss: YOLOLoss, maps: list[torch.Tensor], targets: torch.Tensor, r
         total, _ = loss(leaves, targets)
         total.backward()
 
-    total = loss(leaves, targets)[0].item()
-    return median_ms(step, runs), total
+    return step, loss(leaves, targets)[0].item()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -133,8 +131,11 @@ def main(argv: list[str] | None = None) -> dict:
             kw = {"focal_loss": focal}
             fast = YOLOLoss(args.classes, anchors, STRIDES, args.size, MASKS, **kw)
             slow = LoopAssignLoss(args.classes, anchors, STRIDES, args.size, MASKS, **kw)
-            ms_fast, total_fast = time_loss(fast, maps, targets, args.runs)
-            ms_loop, total_loop = time_loss(slow, maps, targets, max(3, args.runs // 3))
+            step_fast, total_fast = loss_step(fast, maps, targets)
+            step_loop, total_loop = loss_step(slow, maps, targets)
+            ms = median_ms_interleaved({"fast": step_fast, "loop": step_loop},
+                                       {"fast": args.runs, "loop": max(3, args.runs // 3)})
+            ms_fast, ms_loop = ms["fast"], ms["loop"]
             result["cases"].append({
                 "boxes_per_image": n_boxes, "focal_loss": focal, "ms": round(ms_fast, 2), "loop_ms": round(ms_loop, 2),
                 "speedup": round(ms_loop / ms_fast, 1), "same_total": abs(total_fast - total_loop) <= 1e-5 * abs(total_loop),

@@ -21,6 +21,22 @@ def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def median_ms_interleaved(fns: dict[str, Callable[[], object]], runs: dict[str, int], warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds of each function, timed in alternation so that a slow spell of a
+    shared machine falls on all of them alike; ``runs[name]`` timed calls each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(max(runs.values())):
+        for name, fn in fns.items():
+            if i < runs[name]:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def emit(result: dict, path: str | None) -> dict:
     """Print ``result`` as JSON, and write it to ``path`` when given."""
     text = json.dumps(result, indent=2)

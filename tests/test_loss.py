@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from nets.loss import YOLOLoss, focal_bce
+from nets.loss import YOLOLoss, _ObjectnessLoss, focal_bce
 from nets.yolo import build_model
 from utils.config import read_anchors
 from utils.postprocess import decode_boxes, to_per_anchor
@@ -305,6 +305,34 @@ def test_bce_conf_equals_masked_bce_by_hand() -> None:
     ref = sum(F.binary_cross_entropy_with_logits(lg[k], o[k].float()) * loss.balance[i] * loss.obj_weight
               for i, (lg, o, k) in enumerate(levels))
     torch.testing.assert_close(total, ref)
+    maps = [m.requires_grad_() for m in maps]
+    ref_maps = [m.detach().clone().requires_grad_() for m in maps]
+    loss(maps, targets)[0].backward()
+    levels, _ = kept_and_logits(loss, ref_maps, targets)
+    sum(F.binary_cross_entropy_with_logits(lg[k], o[k].float()) * loss.balance[i] * loss.obj_weight
+        for i, (lg, o, k) in enumerate(levels)).backward()
+    for m, r in zip(maps, ref_maps, strict=True):
+        torch.testing.assert_close(m.grad, r.grad)
+
+
+@pytest.mark.parametrize(("alpha", "gamma"), [(None, 0.0), (0.25, 2.0), (0.6, 0.0), (0.5, 1.5)])
+def test_objectness_closed_form_gradient_on_extreme_logits(alpha: float | None, gamma: float) -> None:
+    # logits from -100 to 100 on both sides: the sum and its gradient equal autograd through the
+    # reference forms (BCE-with-logits; torchvision's sigmoid_focal_loss), also where p_t rounds to 1
+    logits = torch.cat((torch.linspace(-100, 100, 41), torch.randn(200, generator=torch.Generator().manual_seed(0)) * 4))
+    positive = torch.arange(len(logits)) % 3 == 0
+    kept = torch.arange(len(logits)) % 7 != 1
+    x = logits.clone().requires_grad_()
+    got = _ObjectnessLoss.apply(x, positive, kept, alpha, gamma)
+    got.backward()
+    ref_x = logits.clone().requires_grad_()
+    if alpha is None:
+        ref = F.binary_cross_entropy_with_logits(ref_x[kept], positive[kept].float(), reduction="sum")
+    else:
+        ref = sigmoid_focal_loss(ref_x[kept], positive[kept].float(), alpha, gamma, reduction="sum")
+    ref.backward()
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(x.grad, ref_x.grad)
 
 
 def test_gamma_zero_alpha_half_is_half_bce() -> None:
