@@ -2,6 +2,7 @@
 
     python eval.py --weights runs/voc/exp/best.pt [--split VOC2007/test] [--json out.json] [--plots]
     python eval.py --weights yolov4.weights --config voc.yaml          # Darknet weights need a config
+    python eval.py --weights runs/voc/exp/best.onnx                    # an export.py graph, via onnxruntime
 
 A ``.pt`` checkpoint carries its config, class names and anchors; ``--config`` and
 ``section.key=value`` overrides change them (e.g. ``eval.nms_iou=0.6``). Training-time
@@ -19,9 +20,9 @@ import time
 from pathlib import Path
 
 from utils.config import add_config_args, read_classes
-from utils.engine import evaluate, load_for_inference, next_run_dir, per_class_table, select_device
+from utils.engine import evaluate, next_run_dir, per_class_table, select_device
+from utils.inference import load_backend
 from utils.metrics import coco_ground_truth, coco_results
-from utils.postprocess import DecodeSpec
 from utils.shapes import ensure_shapes
 from utils.voc import DataError, load_records
 
@@ -44,7 +45,7 @@ def format_table(rows: list[dict], result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help=".pt checkpoint, or Darknet .weights with --config")
+    parser.add_argument("--weights", required=True, help=".pt checkpoint, export.py .onnx, or Darknet .weights with --config")
     add_config_args(parser)
     parser.add_argument("--split", nargs="+", help="splits to evaluate (default: the config's data.val_splits)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's train.device)")
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = select_device(args.device or "auto")
-    model, cfg, classes, anchors = load_for_inference(args.weights, args.config, args.overrides, device)
+    backend = load_backend(args.weights, args.config, args.overrides, device)
+    cfg, classes = backend.cfg, backend.class_names
     if args.config is None and Path(cfg.data.classes_path).exists() and read_classes(cfg.data.classes_path) != classes:
         print(f"note: {cfg.data.classes_path} differs from the checkpoint's class names; the checkpoint's are used")
     made = ensure_shapes(cfg, classes) if Path(cfg.data.classes_path).exists() else None
@@ -66,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
     t0 = time.perf_counter()
-    result = evaluate(model, records, len(classes), spec, cfg.model.input_size, cfg.eval, device, cfg.data.workers)
+    result = evaluate(backend, records, len(classes), backend.spec, backend.check_size(cfg.model.input_size), cfg.eval,
+                      device, cfg.data.workers)
     seconds = time.perf_counter() - t0
     rows = per_class_table(result, records, classes)
     print(f"{len(records)} images of {', '.join(splits)} at {cfg.model.input_size}, {seconds:.1f} s")

@@ -103,14 +103,16 @@ def detect(outputs: list[torch.Tensor], spec: DecodeSpec, eval_cfg) -> list[torc
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, records: Sequence[Record], num_classes: int, spec: DecodeSpec, input_size: int,
+def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpec, input_size: int,
              eval_cfg, device: torch.device | str = "cpu", workers: int = 0, loss_fn=None) -> dict[str, Any]:
     """The evaluation used by training and by eval.py: letterboxed batches, the configured NMS,
     detections mapped back to original pixels, VOC AP at ``eval_cfg.match_iou`` (all-point and
     07 11-point) and COCO AP@[.5:.95]. With ``loss_fn`` also the validation loss terms.
     """
-    was_training = model.training
-    model.eval()
+    is_module = isinstance(model, torch.nn.Module)  # else a callable such as utils.inference.Backend
+    was_training = is_module and model.training
+    if is_module:
+        model.eval()
     ds = LetterboxDataset(records, input_size)
     loader = DataLoader(ds, batch_size=eval_cfg.batch_size, num_workers=workers, collate_fn=collate_letterbox)
     dets: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(records)
@@ -131,7 +133,8 @@ def evaluate(model: torch.nn.Module, records: Sequence[Record], num_classes: int
             rec = records[i]
             r[:, :4] = unletterbox_boxes(r[:, :4], info, rec.width, rec.height)
             dets[i] = r
-    model.train(was_training)
+    if is_module:
+        model.train(was_training)
     voc = voc_evaluate(dets, records, num_classes, eval_cfg.match_iou, eval_cfg.score_thres)
     coco = coco_evaluate_fast(dets, records, num_classes)
     result = {"map50": voc["map"], "map50_07": voc["map07"], "map50_95": coco["AP50_95"], "coco": coco, "voc": voc,

@@ -1,0 +1,297 @@
+"""predict.py on each source kind, its txt / json formats in original pixels, drawing, and export.py's
+ONNX graph against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import eval as eval_cli
+import export as export_cli
+import predict as predict_cli
+from nets.darknet import save_darknet
+from nets.yolo import build_model
+from utils.augment import letterbox
+from utils.config import load_config, read_anchors
+from utils.dataset import _to_tensor
+from utils.engine import detect, save_checkpoint
+from utils.inference import Backend, class_colour, draw_detections, load_backend, resolve_source
+from utils.postprocess import DecodeSpec
+
+CLASSES = ["circle", "square", "triangle", "diamond", "cross", "ring"]
+ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
+SPEC = DecodeSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.0, 1.0))
+SIZE = 128
+W, H = 200, 120  # a wide image: letterboxed to 128 x 77, padded by 25 px above
+BOX = (42.0, 30.0, 110.0, 90.0)  # planted box in original pixels, class "triangle"
+
+
+class Planted(torch.nn.Module):
+    """A stand-in model whose maps decode, for a W x H image letterboxed to SIZE, onto BOX with class 2."""
+
+    strides = (16, 32)
+    anchor_masks = ((1, 2, 3), (3, 4, 5))
+
+    def __init__(self) -> None:
+        super().__init__()
+        scale = min(SIZE / W, SIZE / H)
+        nw, nh = round(W * scale), round(H * scale)
+        px, py = (SIZE - nw) // 2, (SIZE - nh) // 2
+        sx, sy = nw / W, nh / H
+        x1, y1, x2, y2 = BOX[0] * sx + px, BOX[1] * sy + py, BOX[2] * sx + px, BOX[3] * sy + py
+        self.maps = [torch.full((1, 3 * (5 + 6), SIZE // s, SIZE // s), -12.0) for s in self.strides]
+        m = self.maps[0].view(1, 3, 11, SIZE // 16, SIZE // 16)
+        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+        gx, gy = int(cx // 16), int(cy // 16)
+        aw, ah = ANCHORS[1]
+        fx, fy = cx / 16 - gx, cy / 16 - gy
+        m[0, 0, 0, gy, gx], m[0, 0, 1, gy, gx] = math.log(fx / (1 - fx)), math.log(fy / (1 - fy))
+        m[0, 0, 2, gy, gx], m[0, 0, 3, gy, gx] = math.log(w / aw), math.log(h / ah)
+        m[0, 0, 4, gy, gx], m[0, 0, 5 + 2, gy, gx] = 12.0, 12.0
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [m.expand(len(x), -1, -1, -1).clone() for m in self.maps]
+
+
+@pytest.fixture
+def planted(monkeypatch: pytest.MonkeyPatch) -> Backend:
+    cfg = load_config("shapes.yaml", [f"model.input_size={SIZE}"])
+    backend = Backend("pytorch", cfg, CLASSES, ANCHORS, SPEC, SIZE, torch.device("cpu"), model=Planted())
+    monkeypatch.setattr(predict_cli, "load_backend", lambda *a, **k: backend)
+    return backend
+
+
+def image(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    cv2.rectangle(img, (40, 30), (110, 90), (0, 200, 0), -1)
+    return img
+
+
+def run(tmp_path: Path, source: Path | str, *extra: str, weights: Path | str = "planted.pt") -> Path:
+    assert predict_cli.main(["--weights", str(weights), "--source", str(source), "--save-dir", str(tmp_path / "runs"),
+                             *extra]) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    return runs[-1]
+
+
+def read_txt(path: Path) -> list[tuple[str, float, list[float]]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        name, score, *box = line.split()
+        rows.append((name, float(score), [float(v) for v in box]))
+    return rows
+
+
+def test_image_source_writes_drawn_image_txt_and_json_in_original_pixels(tmp_path: Path, planted) -> None:
+    src = tmp_path / "one.jpg"
+    cv2.imwrite(str(src), image())
+    out = run(tmp_path, src, "--save-txt", "--save-json")
+    drawn = cv2.imread(str(out / "one.jpg"))
+    assert drawn.shape == (H, W, 3)  # the original size, not the network's
+    ((name, score, box),) = read_txt(out / "labels" / "one.txt")
+    assert name == "triangle" and score > 0.99
+    np.testing.assert_allclose(box, BOX, atol=0.15)  # txt keeps one decimal
+    (row,) = json.loads((out / "predictions.json").read_text())
+    assert row["category_id"] == 3 and row["category"] == "triangle" and row["file_name"] == "one"
+    x, y, w, h = row["bbox"]  # COCO results: [x, y, width, height]
+    np.testing.assert_allclose([x, y, x + w, y + h], BOX, atol=0.02)
+
+
+def test_folder_skips_a_corrupt_file_and_goes_on(tmp_path: Path, planted, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), image(i))
+    cv2.imwrite(str(folder / "sub" / "3.jpg"), image(3))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    out = run(tmp_path, folder, "--save-txt", "--batch", "2", "--json")
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 4 and summary["detections"] == 4
+    assert summary["skipped"] == [str(folder / "broken.jpg")]
+    assert summary["per_class"] == {"triangle": 4}
+    assert {p.name for p in out.iterdir()} >= {"0.png", "1.png", "2.png", "sub__3.jpg", "labels"}
+    assert len(list((out / "labels").iterdir())) == 4
+
+
+def test_video_source_writes_an_mp4_with_the_input_size_and_fps(tmp_path: Path, planted) -> None:
+    src = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (W, H))
+    for i in range(10):
+        writer.write(image(i))
+    writer.release()
+    out = run(tmp_path, src, "--save-txt", "--batch", "4")
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 10
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (W, H)
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    assert sorted(p.name for p in (out / "labels").iterdir()) == sorted(f"clip_{i}.txt" for i in range(1, 11))
+    ((_, _, box),) = read_txt(out / "labels" / "clip_7.txt")
+    np.testing.assert_allclose(box, BOX, atol=0.15)
+
+
+def test_class_filter_and_no_save(tmp_path: Path, planted, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "one.png"
+    cv2.imwrite(str(src), image())
+    out = run(tmp_path, src, "--classes", "circle", "1", "--save-txt", "--no-save")
+    assert (out / "labels" / "one.txt").read_text() == ""  # triangle filtered out
+    assert not (out / "one.png").exists()
+    out = run(tmp_path, src, "--classes", "triangle", "--save-txt", "--no-save")
+    assert len(read_txt(out / "labels" / "one.txt")) == 1
+    with pytest.raises(SystemExit, match="not among the model's classes"):
+        run(tmp_path, src, "--classes", "hexagon")
+
+
+def test_missing_source_and_bad_paths_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="source not found"):
+        resolve_source(str(tmp_path / "nope.jpg"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no images"):
+        resolve_source(str(tmp_path / "empty"))
+    (tmp_path / "a.csv").write_text("x")
+    with pytest.raises(SystemExit, match="neither an image"):
+        resolve_source(str(tmp_path / "a.csv"))
+    assert resolve_source("0").kind == "webcam"
+    with pytest.raises(SystemExit, match="weights file not found"):
+        load_backend(tmp_path / "x.pt")
+    with pytest.raises(SystemExit, match="weights file not found"):
+        load_backend(tmp_path / "x.onnx")
+
+
+def test_drawing_keeps_labels_inside_the_image_and_colours_stable() -> None:
+    img = np.zeros((120, 200, 3), np.uint8)
+    dets = np.array([[0, 0, 60, 40, 0.87, 1], [175, 80, 200, 120, 0.5, 4]], np.float32)  # top-left and bottom-right corners
+    out = draw_detections(img, dets, CLASSES)
+    assert out.shape == img.shape and not img.any()  # drawn on a copy
+    # the first label has no room above its box, so it sits inside it, at the top: pixels of its colour there
+    assert (out[1:12, 2:40] == class_colour(1)).all(-1).any()
+    # the second label ("cross 0.50", about 43 px wide) is shifted left to stay whole: its background starts before x = 175
+    assert (out[60:80, 150:175] == class_colour(4)).all(-1).any()
+    assert class_colour(3) == class_colour(3)
+    assert len({class_colour(c) for c in range(20)}) == 20
+
+
+# --------------------------------------------------------------------------- real models and ONNX
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("ckpt")
+    cfg = load_config("shapes.yaml", [f"model.input_size={SIZE}", f"data.root={tmp / 'data'}", "shapes.num_train=2",
+                                      "shapes.num_val=4", "shapes.num_test=0", f"shapes.width={SIZE}",
+                                      f"shapes.height={SIZE}"])
+    torch.manual_seed(0)
+    model = build_model("yolov4-tiny", 6)
+    with torch.no_grad():  # random heads and BN statistics, so that boxes and scores vary and fusing matters
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        for conv in model.head.modules():
+            if isinstance(conv, torch.nn.Conv2d) and conv.bias is not None:
+                conv.bias.normal_(0, 1.0)
+    path = tmp / "best.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "model_name": "yolov4-tiny",
+                           "class_names": CLASSES, "anchors": [list(a) for a in read_anchors(cfg.model.anchors_path)],
+                           "input_size": SIZE})
+    return path
+
+
+def letterboxed(n: int) -> torch.Tensor:
+    return torch.stack([_to_tensor(letterbox(image(i), SIZE)[0]) for i in range(n)]).float().div_(255)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_onnx_matches_pytorch_raw_outputs_and_boxes(tmp_path: Path, checkpoint: Path, dynamic: bool) -> None:
+    onnx_path = tmp_path / "m.onnx"
+    export_cli.main(["--weights", str(checkpoint), "--output", str(onnx_path), *(["--dynamic"] if dynamic else [])])
+    ref = load_backend(checkpoint, fuse=False)  # the plain model, not the fused one the export starts from
+    ort = load_backend(onnx_path)
+    assert ort.kind == "onnxruntime" and ort.class_names == CLASSES and ort.spec == ref.spec
+    assert (ort.fixed_batch is None) == dynamic
+    x = letterboxed(3)  # a fixed-batch graph is fed one image at a time
+    a, b = ref(x), ort(x)
+    for p, q in zip(a, b, strict=True):
+        assert p.shape == q.shape
+        assert float((p - q).abs().max()) < 1e-4
+    ref.cfg.eval.conf_thres = 0.01
+    boxes_a, boxes_b = detect(a, ref.spec, ref.cfg.eval), detect(b, ort.spec, ref.cfg.eval)
+    assert sum(len(d) for d in boxes_a) > 10  # a real comparison, not of empty lists
+    for da, db in zip(boxes_a, boxes_b, strict=True):  # the same boxes kept, compared in a score-free order
+        assert len(da) == len(db)
+        da, db = (d[np.lexsort((d[:, 1].numpy(), d[:, 0].numpy(), d[:, 5].numpy()))] for d in (da, db))
+        torch.testing.assert_close(da[:, 5], db[:, 5])
+        torch.testing.assert_close(da[:, :5], db[:, :5], atol=1e-3, rtol=0)
+    if dynamic:  # another batch and size
+        x = torch.rand(2, 3, 160, 96)
+        for p, q in zip(ref(x), ort(x), strict=True):
+            assert float((p - q).abs().max()) < 1e-4
+
+
+def test_onnx_half_export_and_metadata(tmp_path: Path, checkpoint: Path) -> None:
+    import onnx
+
+    path = export_cli.export_onnx(checkpoint, tmp_path / "h.onnx", half=True)
+    graph = onnx.load(str(path))
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    meta = json.loads({p.key: p.value for p in graph.metadata_props}["yolov4"])
+    assert meta["class_names"] == CLASSES and meta["model_name"] == "yolov4-tiny" and meta["input_size"] == SIZE
+    assert path.stat().st_size < 0.6 * export_cli.export_onnx(checkpoint, tmp_path / "f.onnx").stat().st_size
+
+
+def test_predict_and_eval_take_the_onnx_file(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    onnx_path = export_cli.export_onnx(checkpoint, tmp_path / "m.onnx")
+    src = tmp_path / "one.jpg"
+    cv2.imwrite(str(src), image())
+    common = ["--source", str(src), "--save-txt", "--conf", "0.02", "--no-save"]
+    assert predict_cli.main(["--weights", str(checkpoint), *common, "--save-dir", str(tmp_path / "pt")]) == 0
+    assert predict_cli.main(["--weights", str(onnx_path), *common, "--save-dir", str(tmp_path / "onnx")]) == 0
+    rows_pt = read_txt(tmp_path / "pt" / "exp" / "labels" / "one.txt")
+    rows_onnx = read_txt(tmp_path / "onnx" / "exp" / "labels" / "one.txt")
+    assert len(rows_pt) == len(rows_onnx) > 0
+    for name, score, box in rows_pt:  # each PyTorch box has its ONNX twin (order may differ between near-equal scores)
+        assert any(n == name and abs(s - score) <= 2e-4 and np.allclose(b, box, atol=0.15) for n, s, b in rows_onnx)
+    capsys.readouterr()
+    results = {}
+    for name, weights in (("pt", checkpoint), ("onnx", onnx_path)):
+        out = tmp_path / f"{name}.json"
+        assert eval_cli.main(["--weights", str(weights), "--json", str(out), "--save-dir", str(tmp_path / "eval")]) == 0
+        results[name] = json.loads(out.read_text())
+    assert results["onnx"]["images"] == results["pt"]["images"] == 4
+    assert results["onnx"]["map50"] == pytest.approx(results["pt"]["map50"], abs=1e-3)
+
+
+def test_darknet_weights_with_a_config(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    backend = load_backend(checkpoint, fuse=False)
+    weights = save_darknet(backend.model, tmp_path / "tiny.weights")
+    src = tmp_path / "one.jpg"
+    cv2.imwrite(str(src), image())
+    args = ["--weights", str(weights), "--source", str(src), "--save-dir", str(tmp_path / "r"), "--json",
+            "--conf", "0.02"]
+    with pytest.raises(SystemExit, match="give --config"):
+        predict_cli.main(args)
+    assert predict_cli.main([*args, "--config", "shapes.yaml", f"model.input_size={SIZE}"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 1 and summary["detections"] > 0
+
+
+def test_heatmap_and_benchmark(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "one.jpg"
+    cv2.imwrite(str(src), image())
+    out = run(tmp_path, src, "--heatmap", weights=checkpoint)
+    heat = cv2.imread(str(out / "one_heatmap.jpg"))
+    assert heat.shape == (H, W, 3)
+    capsys.readouterr()
+    assert predict_cli.main(["--weights", str(checkpoint), "--source", str(src), "--benchmark", "--batch", "2"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["fps"] > 0 and set(bench["ms_per_batch"]) == {"pre", "model", "post", "total"}
