@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from torchvision.ops import batched_nms
 
 # exp(10) * the largest anchor (459 px) is about 1e7 px: finite in float16 and float32 alike,
 # so one bad logit cannot produce inf (and then NaN) in the IoU terms.
@@ -97,8 +98,6 @@ def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.001, nms_iou: 
     ``agnostic``), keeping the ``max_det`` best. ``max_candidates`` bounds the work on an
     untrained model whose every box passes the threshold.
     """
-    from torchvision.ops import batched_nms
-
     results = []
     for p in pred:  # [N, 5 + C]
         cls_prob, cls = p[:, 5:].max(1)

@@ -1,0 +1,155 @@
+"""tools/ablate.py: the grid, the resumable sweep, the statistics of the report, and the focal keys it varies."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nets.loss import YOLOLoss
+from tests.test_train import TINY_RUN
+from tools import ablate
+from utils.config import load_config, read_anchors
+
+
+def test_split_values_keeps_lists_whole() -> None:
+    assert ablate.split_values("a, b,[1,2], {x: 1, y: 2},c") == ["a", "b", "[1,2]", "{x: 1, y: 2}", "c"]
+
+
+def test_focal_off_runs_once_not_once_per_gamma_and_alpha() -> None:
+    grid = ablate.parse_grid(["loss.focal_loss=false,true", "loss.focal_gamma=0.5,1,2", "loss.focal_alpha=0.25,0.5"])
+    settings = ablate.expand(grid, base_focal=True, base_focal_cls=False)
+    assert len(settings) == 1 + 3 * 2
+    assert settings[0] == {"loss.focal_loss": "false"}
+    # with focal on the class term, alpha and gamma matter even with focal objectness off
+    assert len(ablate.expand(grid, base_focal=True, base_focal_cls=True)) == 2 * 3 * 2
+    # imbalance levels multiply everything, and each focal-off setting pairs with its own level
+    grid = ablate.parse_grid(["shapes.tail=0.1,0.5", "loss.focal_loss=false,true"])
+    settings = ablate.expand(grid, True, False)
+    assert len(settings) == 4
+    assert ablate.baseline_key(settings[1]) == ablate.baseline_key(settings[0]) == (("shapes.tail", "0.1"),)
+
+
+def test_bad_grid_entries_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="Did you mean 'loss.focal_loss'"):
+        ablate.main(["--grid", "loss.focl_loss=false,true", "--out", str(tmp_path)], runner=None)
+    with pytest.raises(SystemExit, match="focal_gamma"):
+        ablate.main(["--grid", "loss.focal_gamma=1,-2", "--out", str(tmp_path)], runner=None)
+    with pytest.raises(SystemExit, match="section.key=value1,value2"):
+        ablate.main(["--grid", "focal", "--out", str(tmp_path)], runner=None)
+
+
+class FakeTrain:
+    """Stands in for train.py: writes result.json with mAP50 = base(setting) + seed / 100, and can fail once."""
+
+    BASE = {"false": 0.30, "true": 0.35}
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_at = fail_at
+
+    def __call__(self, args: list[str], log: Path) -> int:
+        self.calls.append(args)
+        opts = dict(a.split("=", 1) for a in args if "=" in a)
+        run_dir = Path(opts["train.save_dir"]) / opts["train.name"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            (run_dir / "last.pt").write_bytes(b"checkpoint")  # interrupted after an epoch
+            return 1
+        seed = int(opts["train.seed"])
+        m50 = self.BASE[opts["loss.focal_loss"]] + seed / 100
+        result = {"map50": m50, "map50_07": m50, "map50_95": m50 / 2, "epochs": 3, "seconds": 1.0}
+        Path(args[args.index("--json") + 1]).write_text(json.dumps(result))
+        return 0
+
+
+def test_sweep_resumes_and_skips_finished_runs(tmp_path: Path) -> None:
+    argv = ["--grid", "loss.focal_loss=false,true", "--seeds", "3", "--out", str(tmp_path), "train.epochs=3"]
+    first = FakeTrain(fail_at=3)
+    with pytest.raises(SystemExit, match="Run the same command again"):
+        ablate.main(argv, runner=first)
+    second = FakeTrain()
+    assert ablate.main(argv, runner=second) == 0
+    assert len(first.calls) == 3 and len(second.calls) == 4  # 6 runs: 2 done, the third resumed, 3 fresh
+    assert "--resume" in second.calls[0] and "loss.focal_loss=false" in second.calls[0] and "train.seed=1" in second.calls[0]
+    assert all("--resume" not in c for c in second.calls[1:])
+    assert all("train.epochs=3" in c for c in first.calls + second.calls)
+    third = FakeTrain()
+    ablate.main(argv, runner=third)
+    assert third.calls == []
+
+    rows = list(csv.DictReader(open(tmp_path / "ablation.csv")))
+    assert len(rows) == 6 and {r["setting"] for r in rows} == {"focal_loss=false", "focal_loss=true"}
+    md = (tmp_path / "ablation.md").read_text()
+    # focal off: mAP50 0.30, 0.31, 0.32 -> mean 0.31, sample std 0.01; focal on: 0.35, 0.36, 0.37 -> 0.36 +- 0.01;
+    # paired differences 0.05 each -> +0.05 +- 0; mAP50-95 is half of mAP50
+    assert "| focal_loss=false | 3 | 0.3100 ± 0.0100 | 0.1550 ± 0.0050 | - | - |" in md
+    assert "| **focal_loss=true** | 3 | 0.3600 ± 0.0100 | 0.1800 ± 0.0050 | +0.0500 ± 0.0000 | +0.0250 ± 0.0000 |" in md
+    assert (tmp_path / "ablation.png").stat().st_size > 1000
+
+
+def test_paired_difference_is_per_seed() -> None:
+    settings = [{"loss.focal_loss": "false"}, {"loss.focal_loss": "true"}]
+    rows = [{"setting": "focal_loss=false", "seed": s, "map50": v, "map50_95": v} for s, v in ((0, 0.2), (1, 0.4))]
+    rows += [{"setting": "focal_loss=true", "seed": s, "map50": v, "map50_95": v} for s, v in ((0, 0.3), (1, 0.4))]
+    on = ablate.summarize(settings, rows)[1]
+    # differences 0.1 and 0.0: mean 0.05, sample std sqrt(((0.05)^2 * 2) / 1) = 0.0707
+    assert on["delta_map50"][0] == pytest.approx(0.05)
+    assert on["delta_map50"][1] == pytest.approx(math.sqrt(0.005))
+    assert on["versus"] == "focal_loss=false"
+
+
+def test_a_real_sweep_of_two_tiny_runs(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    argv = ["--grid", "loss.focal_loss=false,true", "--seeds", "1", "--out", str(out),
+            f"data.root={tmp_path / 'data'}", *TINY_RUN, "train.epochs=1"]
+    assert ablate.main(argv) == 0
+    rows = list(csv.DictReader(open(out / "ablation.csv")))
+    assert [r["setting"] for r in rows] == ["focal_loss=false", "focal_loss=true"]
+    for r in rows:
+        assert 0.0 <= float(r["map50"]) <= 1.0 and r["epochs"] == "1"
+        saved = load_config(Path(r["run_dir"]) / "config.yaml")
+        assert saved.loss.focal_loss == (r["setting"] == "focal_loss=true") and saved.train.seed == 0
+
+
+def test_the_focal_settings_reach_the_loss() -> None:
+    anchors = read_anchors("model_data/yolo_tiny_anchors.txt")
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 3 * 11, 128 // s, 128 // s) for s in (16, 32)]
+    targets = torch.tensor([[0, 1, 10.0, 20, 60, 70], [1, 2, 30, 30, 100, 90], [1, 4, 5, 5, 20, 25]])
+
+    def terms(*overrides: str) -> dict[str, torch.Tensor]:
+        cfg = load_config("shapes.yaml", ["model.input_size=128", *overrides])
+        loss = YOLOLoss.from_config(cfg, 6, anchors, (16, 32), ((1, 2, 3), (3, 4, 5)))
+        return loss(maps, targets)[1]
+
+    base = terms("loss.focal_loss=true", "loss.focal_loss_ratio=10")
+    torch.testing.assert_close(terms("loss.focal_loss=true", "loss.focal_loss_ratio=3")["conf"], base["conf"] * 0.3)
+    # the sum over kept cells divided by the positives instead of by the kept cells: different, and larger
+    num_pos = terms("loss.focal_loss=true", "loss.focal_normalize=num_pos")["conf"]
+    assert num_pos > 2 * base["conf"]
+    focal_cls = terms("loss.focal_loss=true", "loss.focal_cls=true")
+    assert not torch.isclose(focal_cls["cls"], base["cls"]) and torch.isclose(focal_cls["conf"], base["conf"])
+
+
+def test_the_objectness_prior_reaches_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import utils.trainer
+    from nets.yolo import build_model
+
+    built = []
+
+    def spy(*args):
+        built.append(build_model(*args))
+        raise KeyboardInterrupt  # stop the run right after the model is built
+
+    monkeypatch.setattr(utils.trainer, "build_model", spy)
+    cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", f"train.save_dir={tmp_path / 'runs'}", *TINY_RUN,
+                                      "model.obj_prior=0.05"])
+    with pytest.raises(KeyboardInterrupt):
+        utils.trainer.fit(cfg)
+    for conv in built[0].head.convs:
+        torch.testing.assert_close(conv.bias.view(3, 11)[:, 4].sigmoid(), torch.full((3,), 0.05))

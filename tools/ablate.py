@@ -1,0 +1,272 @@
+"""Run a grid of training settings over several seeds and tabulate the result: the focal ablation.
+
+    python tools/ablate.py --config shapes.yaml --grid loss.focal_loss=false,true --seeds 3
+    python tools/ablate.py --config voc.yaml --grid loss.focal_loss=false,true loss.focal_gamma=0.5,1,2 \\
+        loss.focal_alpha=0.25,0.5 --seeds 3 --out runs/ablate/voc train.epochs=100
+
+Every combination of the ``--grid`` values is a setting; a setting with focal objectness off
+ignores the focal-only keys (alpha, gamma, ratio, normalization), so it runs once per seed, not
+once per gamma and alpha. Each (setting, seed) is its own ``train.py`` run in its own folder under
+``--out``, with ``train.seed`` set; trailing ``section.key=value`` overrides apply to every run.
+An interrupted sweep picks up where it stopped: finished runs are skipped, a run with a
+``last.pt`` is resumed. At the end (or with ``--report``, from what is there):
+
+- ``ablation.csv``: a row per run (setting, seed, mAP50, mAP50-95, epochs, seconds, folder);
+- ``ablation.md``: per setting the mean and standard deviation over seeds of mAP50 and mAP50-95,
+  the best setting in bold, and the difference from focal off at the same seed (the same
+  other settings), its mean and standard deviation;
+- ``ablation.png``: the same as bars with error bars.
+
+The metrics are those of the final evaluation of each run (the EMA weights after the last epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
+
+FOCAL_SWITCH = "loss.focal_loss"
+FOCAL_ONLY = ("loss.focal_alpha", "loss.focal_gamma", "loss.focal_loss_ratio", "loss.focal_normalize")
+CSV_FIELDS = ["setting", "seed", "map50", "map50_07", "map50_95", "epochs", "seconds", "run_dir"]
+
+
+def split_values(text: str) -> list[str]:
+    """``a,b,[1,2],c`` -> ``["a", "b", "[1,2]", "c"]``: commas inside brackets or braces belong to the value."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [v for v in out if v]
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    grid = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or "." not in key or not split_values(values):
+            raise SystemExit(f"error: --grid entry '{item}' must be section.key=value1,value2,...")
+        if key in (k for k, _ in grid):
+            raise SystemExit(f"error: --grid names {key} twice")
+        grid.append((key.strip(), split_values(values)))
+    return grid
+
+
+def _truthy(value: str) -> bool:
+    return bool(yaml.safe_load(value))
+
+
+def expand(grid: list[tuple[str, list[str]]], base_focal: bool, base_focal_cls: bool) -> list[dict[str, str]]:
+    """Every combination, with the focal-only keys dropped where focal objectness is off (and the class term
+    is not focal either), duplicates removed, in grid order."""
+    settings: list[dict[str, str]] = []
+    keys = [k for k, _ in grid]
+    for combo in itertools.product(*(v for _, v in grid)):
+        s = dict(zip(keys, combo, strict=True))
+        focal = _truthy(s[FOCAL_SWITCH]) if FOCAL_SWITCH in s else base_focal
+        focal_cls = _truthy(s["loss.focal_cls"]) if "loss.focal_cls" in s else base_focal_cls
+        if not focal and not focal_cls:
+            s = {k: v for k, v in s.items() if k not in FOCAL_ONLY}
+        if s not in settings:
+            settings.append(s)
+    return settings
+
+
+def label(setting: dict[str, str]) -> str:
+    """``focal_loss=true focal_gamma=2`` (the key's last part); ``base`` for an empty grid."""
+    return " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in setting.items()) or "base"
+
+
+def folder_name(setting: dict[str, str], seed: int) -> str:
+    parts = [f"{k.split('.', 1)[1]}-{v}" for k, v in setting.items()] + [f"seed{seed}"]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))
+
+
+def baseline_key(setting: dict[str, str]) -> tuple:
+    """What a setting shares with its focal-off partner: every key but the focal ones."""
+    return tuple((k, v) for k, v in setting.items() if k != FOCAL_SWITCH and k not in FOCAL_ONLY)
+
+
+def train_subprocess(args: list[str], log: Path) -> int:
+    """Run ``train.py`` with ``args``, its output into ``log``; the exit status."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        return subprocess.call([sys.executable, str(REPO_ROOT / "train.py"), *args], stdout=fh, stderr=subprocess.STDOUT,
+                               cwd=REPO_ROOT)
+
+
+def run_sweep(config: str, overrides: list[str], settings: list[dict[str, str]], seeds: list[int], out: Path,
+              runner: Callable[[list[str], Path], int] = train_subprocess) -> None:
+    total = len(settings) * len(seeds)
+    for n, (setting, seed) in enumerate(((s, seed) for seed in seeds for s in settings), 1):
+        name = folder_name(setting, seed)
+        run_dir = out / name
+        result = run_dir / "result.json"
+        if result.is_file():
+            print(f"[{n}/{total}] {label(setting)} seed {seed}: done before, skipped")
+            continue
+        args = ["--config", config, *overrides, *(f"{k}={v}" for k, v in setting.items()), f"train.seed={seed}",
+                f"train.save_dir={out}", f"train.name={name}", "--json", str(result)]
+        if (run_dir / "last.pt").is_file():
+            args += ["--resume", str(run_dir / "last.pt")]
+            print(f"[{n}/{total}] {label(setting)} seed {seed}: resuming {run_dir / 'last.pt'}", flush=True)
+        else:
+            if run_dir.exists():  # stopped before its first checkpoint: start again
+                shutil.rmtree(run_dir)
+            print(f"[{n}/{total}] {label(setting)} seed {seed}: training in {run_dir}", flush=True)
+        status = runner(args, out / "logs" / f"{name}.log")
+        if status != 0 or not result.is_file():
+            raise SystemExit(f"error: the run {run_dir} ended with status {status}; see {out / 'logs' / f'{name}.log'}. "
+                             "Run the same command again to resume the sweep.")
+        r = json.loads(result.read_text())
+        print(f"    mAP50 {r.get('map50', float('nan')):.4f}  mAP50-95 {r.get('map50_95', float('nan')):.4f}  "
+              f"({r.get('epochs')} epochs, {r.get('seconds')} s)", flush=True)
+
+
+def collect(settings: list[dict[str, str]], seeds: list[int], out: Path) -> list[dict]:
+    rows = []
+    for setting in settings:
+        for seed in seeds:
+            path = out / folder_name(setting, seed) / "result.json"
+            if path.is_file():
+                r = json.loads(path.read_text())
+                rows.append({"setting": label(setting), "seed": seed, "map50": r.get("map50"), "map50_07": r.get("map50_07"),
+                             "map50_95": r.get("map50_95"), "epochs": r.get("epochs"), "seconds": r.get("seconds"),
+                             "run_dir": str(path.parent), "_setting": setting})
+    return rows
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(settings: list[dict[str, str]], rows: list[dict]) -> list[dict]:
+    """Per setting: runs, mean and std of each metric, and the paired difference from its focal-off partner."""
+    by_label = {label(s): [r for r in rows if r["setting"] == label(s)] for s in settings}
+    off = {baseline_key(s): label(s) for s in settings if FOCAL_SWITCH in s and not _truthy(s[FOCAL_SWITCH])}
+    table = []
+    for s in settings:
+        runs = by_label[label(s)]
+        if not runs:
+            continue
+        entry = {"setting": label(s), "runs": len(runs), "seeds": sorted(r["seed"] for r in runs)}
+        for m in ("map50", "map50_95"):
+            entry[m] = mean_std([r[m] for r in runs])
+        partner = off.get(baseline_key(s))
+        if partner is not None and partner != label(s):
+            ref = {r["seed"]: r for r in by_label[partner]}
+            for m in ("map50", "map50_95"):
+                diffs = [r[m] - ref[r["seed"]][m] for r in runs if r["seed"] in ref]
+                entry[f"delta_{m}"] = mean_std(diffs) if diffs else None
+            entry["versus"] = partner
+        table.append(entry)
+    return table
+
+
+def write_reports(out: Path, table: list[dict], rows: list[dict], title: str) -> None:
+    with open(out / "ablation.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+    best = max(table, key=lambda e: e["map50"][0])["setting"] if table else None
+
+    def pm(v) -> str:
+        return "-" if v is None else f"{v[0]:.4f} ± {v[1]:.4f}"
+
+    def signed(v) -> str:
+        return "-" if v is None else f"{v[0]:+.4f} ± {v[1]:.4f}"
+
+    lines = [f"# {title}", "", "Mean ± standard deviation over seeds; Δ is the difference from focal off at the same "
+             "seed (and the same other settings), its mean ± standard deviation.", "",
+             "| setting | runs | mAP50 | mAP50-95 | Δ mAP50 | Δ mAP50-95 |", "| --- | --- | --- | --- | --- | --- |"]
+    for e in table:
+        name = f"**{e['setting']}**" if e["setting"] == best else e["setting"]
+        lines.append(f"| {name} | {e['runs']} | {pm(e['map50'])} | {pm(e['map50_95'])} | {signed(e.get('delta_map50'))} | "
+                     f"{signed(e.get('delta_map50_95'))} |")
+    if best:
+        lines += ["", f"Best by mean mAP50: **{best}**."]
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    if table:
+        plot(out / "ablation.png", table, title)
+
+
+def plot(path: Path, table: list[dict], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(table) + 2), 4))
+    for i, (m, name) in enumerate((("map50", "mAP50"), ("map50_95", "mAP50-95"))):
+        ax.bar(x + (i - 0.5) * 0.38, [e[m][0] for e in table], 0.38, yerr=[e[m][1] for e in table], capsize=4, label=name)
+    ax.set_xticks(x, [e["setting"].replace(" ", "\n") for e in table], fontsize=8)
+    ax.set_ylabel("mean over seeds (error bars: std)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None, runner: Callable[[list[str], Path], int] = train_subprocess) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="shapes.yaml", help="YAML config: a path, or a name in configs/")
+    parser.add_argument("--grid", nargs="+", default=[f"{FOCAL_SWITCH}=false,true"], metavar="section.key=v1,v2",
+                        help="the settings to combine (default: loss.focal_loss=false,true)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for every setting")
+    parser.add_argument("--out", help="sweep folder (default: runs/ablate/<config name>)")
+    parser.add_argument("--report", action="store_true", help="only write the reports from the finished runs")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="applied to every run")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        raise SystemExit("error: --seeds must be at least 1")
+    grid = parse_grid(args.grid)
+    try:  # every value of every key is checked before the first run starts
+        base = load_config(args.config, args.overrides)
+        for key, values in grid:
+            for v in values:
+                load_config(args.config, [*args.overrides, f"{key}={v}"])
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    settings = expand(grid, base.loss.focal_loss, base.loss.focal_cls)
+    seeds = list(range(args.seeds))
+    out = Path(args.out or f"runs/ablate/{Path(args.config).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{len(settings)} settings x {len(seeds)} seeds = {len(settings) * len(seeds)} runs in {out}")
+    if not args.report:
+        run_sweep(args.config, args.overrides, settings, seeds, out, runner)
+    rows = collect(settings, seeds, out)
+    table = summarize(settings, rows)
+    title = f"{Path(args.config).name} {' '.join(args.overrides)}".strip()
+    write_reports(out, table, rows, title)
+    print((out / "ablation.md").read_text())
+    print(f"reports in {out}: ablation.csv, ablation.md, ablation.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
