@@ -1,0 +1,55 @@
+"""The bench suite's summary: targets judged from the measured ratios, and the table; each bench runs at a tiny size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import __main__ as suite
+from bench import bench_infer, bench_train
+from nets.yolo import build_model, model_summary
+
+
+def fake_results(speedup: float, conv_fraction: float, loss_share: float) -> dict:
+    step = {"step_ms": 1000.0, "images_per_s": 4.0, "achieved_gflops_per_s": 90.0}
+    return {
+        "machine": "test cpu", "threads": 2,
+        "train": {"matmul_gflops_per_s": 120.0, "conv_gflops_per_s": 110.0, "cases": [
+            {"model": "yolov4", "input_size": 416, "batch": 4, "plain": step, "tuned": step, "best": "tuned",
+             "speedup_over_plain": speedup, "fraction_of_conv_rate": conv_fraction, "loss_share": loss_share}]},
+        "loss": {"batch": 16, "input_size": 416, "cases": [
+            {"boxes_per_image": 50, "focal_loss": False, "ms": 20.0, "loop_ms": 250.0, "speedup": 12.5},
+            {"boxes_per_image": 50, "focal_loss": True, "ms": 25.0, "loop_ms": 225.0, "speedup": 9.0}]},
+        "data": {"train_images_per_s_mosaic_mixup_0.5": 10.0, "train_images_per_s_no_mosaic_no_mixup": 12.0,
+                 "xml_files_per_s": 100.0},
+    }
+
+
+def test_targets_are_judged_from_the_ratios() -> None:
+    got = {t["target"]: t for t in suite.targets(fake_results(1.31, 0.7, 0.06))}
+    assert got["yolov4 train step 416 b4: speed over the plain step"]["met"] is True
+    assert got["yolov4 train step: fraction of the large-conv rate"]["met"] is False
+    assert got["yolov4 train step: loss + assignment share"]["met"] is False  # 6% is not under 5%
+    loss = got["loss at 50 boxes/image: speed over the per-box loop (worst of focal on/off)"]
+    assert loss["value"] == 9.0 and loss["met"] is False  # the worse of the two cases decides
+    data = got["data pipeline (1 worker, mosaic + mixup) over yolov4 step images/s"]
+    assert data["value"] == 2.5 and data["met"] is True  # 10 images/s against a 4 images/s step
+    md = suite.table(fake_results(1.31, 0.7, 0.06) | {"targets": list(got.values())})
+    assert "| yolov4 train step: loss + assignment share | 0.06 | < 0.05 | no |" in md
+
+
+def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    r = bench_train.main(["--runs", "1", "--size", "64", "--cases", "yolov4-tiny:2", "--no-rss", "--json", str(out)])
+    case = r["cases"][0]
+    assert case["plain"]["images_per_s"] > 0 and case["speedup_over_plain"] > 0 and 0 < case["loss_share"]
+    # the step's GFLOP count is 3x the forward's per image, times the batch
+    forward = model_summary(build_model("yolov4-tiny", 20), 64)["gflops"]
+    assert case["gflop_per_step"] == round(3 * 2 * forward, 1)
+    best = case[case["best"]]
+    assert abs(best["achieved_gflops_per_s"] * best["step_ms"] / 1e3 - 3 * 2 * forward) < 0.05
+    assert json.loads(out.read_text())["bench"] == "train"
+    r = bench_infer.main(["--runs", "1", "--size", "64", "--batch", "2", "--models", "yolov4-tiny"])
+    m = r["models"][0]
+    assert set(m["batch1_ms"]) == {"plain", "fused", "fused_channels_last", "frozen", "onnxruntime"}
+    assert m["onnx_max_abs_diff"] < 1e-4
