@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -121,13 +122,16 @@ class Predictor:
         return draw_detections(frame, dets, names)
 
 
-def show(window: str, img: np.ndarray) -> bool:
-    """Display a frame; False when the user pressed q or Esc."""
-    cv2.imshow(window, img)
-    return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+def show(img: np.ndarray, wait_ms: int) -> bool:
+    """Display a result in the "predict" window (an image until a key is pressed, a frame for 1 ms);
+    False when the key was q or Esc."""
+    cv2.imshow("predict", img)
+    return cv2.waitKey(wait_ms) & 0xFF not in (ord("q"), 27)
 
 
 def display_available() -> bool:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
     try:
         cv2.namedWindow("predict")
         cv2.destroyWindow("predict")
@@ -162,7 +166,7 @@ def run_images(pred: Predictor, source: Source, args: argparse.Namespace, skippe
                 if pred.heat is not None:
                     heat, infos = pred.heat
                     cv2.imwrite(str(pred.save_dir / f"{stem}_heatmap.jpg"), overlay_heatmap(frame, heat[k], infos[k]))
-            if args.show and not show(str(path), drawn):
+            if args.show and not show(drawn, 0):
                 return
     bar.close()
 
@@ -198,7 +202,7 @@ def run_stream(pred: Predictor, source: Source, args: argparse.Namespace) -> Non
                         path = pred.save_dir / f"{stem}.mp4"
                         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                     writer.write(drawn)
-                if args.show and not show(stem, drawn):
+                if args.show and not show(drawn, 1):
                     return
             bar.update(len(frames))
     finally:

@@ -170,7 +170,7 @@ def test_ensure_shapes_makes_once_and_remakes_when_the_spec_changes(tmp_path: Pa
     cfg.data.root = str(tmp_path)
     assert ensure_shapes(cfg, classes) == tmp_path / "SHAPES"
     assert ensure_shapes(cfg, classes) is None  # up to date
-    cfg.shapes.tail = 0.5
+    cfg.shapes.tail = 0.25  # another spec (shapes.yaml has 0.5)
     assert ensure_shapes(cfg, classes) == tmp_path / "SHAPES"
     cfg.data.synthetic = False
     assert ensure_shapes(cfg, classes) is None

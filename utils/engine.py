@@ -214,12 +214,13 @@ def build_optimizer(model: torch.nn.Module, name: str, lr: float, momentum: floa
                 decay.append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": bn, "weight_decay": 0.0},
               {"params": bias, "weight_decay": 0.0}]
+    # the multi-tensor step on every device (PyTorch picks it by default only for CUDA tensors)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, foreach=True)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999))
+        return torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999), foreach=True)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), foreach=True)
     raise ValueError(f"unknown optimizer '{name}' (sgd | adam | adamw)")
 
 

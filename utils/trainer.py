@@ -86,13 +86,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
+BAR_EVERY = 10  # iterations between progress-bar updates (each reads the running sums from the device)
+
+
 def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: int, epochs: int, base_lr: float,
                     warmup_iters: int, start_iter: int, accumulate: int, ema: ModelEMA | None, scaler, dtype,
                     stop_requested, show: bool, world: int) -> dict[str, Any]:
     """One pass over ``loader``; returns mean loss terms, the last lr, counts, and whether a stop was asked."""
     n = len(loader)
-    sums = {"loc": 0.0, "conf": 0.0, "cls": 0.0, "total": 0.0}
-    stats = {"num_pos": 0, "collisions": 0}
+    # loc, conf, cls, total, num_pos, collisions: summed on the device; read back only for the bar and at the end
+    acc = torch.zeros(6, dtype=torch.float64, device=device)
     bad = consecutive = done = 0
     lr = 0.0
     images_seen, t0 = 0, time.perf_counter()
@@ -132,15 +135,12 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update(model)
-        for k in ("loc", "conf", "cls"):
-            sums[k] += float(terms[k])
-        sums["total"] += float(total.detach())
-        for k in stats:
-            stats[k] += int(loss_fn.stats[k])
+        acc += torch.stack((terms["loc"], terms["conf"], terms["cls"], total.detach(), loss_fn.stats["num_pos"],
+                            loss_fn.stats["collisions"])).to(torch.float64)
         done += 1
         images_seen += len(images)
-        if show:
-            post = {k: f"{v / done:.4f}" for k, v in sums.items()}
+        if show and (i % BAR_EVERY == 0 or i + 1 == n):  # the one host read of the running sums, every few steps
+            post = {k: f"{v / done:.4f}" for k, v in zip(("loc", "conf", "cls", "total"), acc[:4].tolist(), strict=True)}
             post.update(lr=f"{lr:.2e}", img_s=f"{images_seen * world / (time.perf_counter() - t0):.1f}")
             if device.type == "cuda":
                 post["mem"] = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}G"
@@ -148,8 +148,10 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
         if stop_requested():
             break
     bar.close()
-    means = {k: v / max(done, 1) for k, v in sums.items()}
-    return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(), **stats}
+    sums = acc.tolist()
+    means = {k: v / max(done, 1) for k, v in zip(("loc", "conf", "cls", "total"), sums[:4], strict=True)}
+    return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(),
+            "num_pos": int(sums[4]), "collisions": int(sums[5])}
 
 
 def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None,
