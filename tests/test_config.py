@@ -269,3 +269,10 @@ def test_train_cli_stops_at_once_on_a_typo() -> None:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "loss.focal_loss" in proc.stderr
+
+
+def test_synthetic_splits_must_be_in_the_named_set() -> None:
+    with pytest.raises(ConfigError, match=r"not in the synthetic set shapes.name = 'MILD'; set data.train_splits=\[MILD/train\]"):
+        load_config("shapes.yaml", ["shapes.name=MILD"])
+    cfg = load_config("shapes.yaml", ["shapes.name=MILD", "data.train_splits=[MILD/train]", "data.val_splits=[MILD/val]"])
+    assert cfg.data.val_splits == ["MILD/val"]

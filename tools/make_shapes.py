@@ -3,7 +3,8 @@
     python tools/make_shapes.py [--config shapes.yaml] [shapes.tail=0.05 shapes.distractors=4 ...]
 
 ``train.py`` does this by itself on first use; this tool makes or remakes it explicitly,
-for instance at another imbalance level (``shapes.tail``) under another name (``shapes.name``).
+for instance at another imbalance level (``shapes.tail``) under another name (``shapes.name``);
+train on it with ``shapes.name=NAME data.train_splits=[NAME/train] data.val_splits=[NAME/val]``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from utils.shapes import make_shapes  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, default="shapes.yaml")
-    cfg = config_from_args(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.overrides = [*args.overrides, "data.synthetic=false"]  # only the shapes section is used: the splits need not match
+    cfg = config_from_args(args)
     folder = make_shapes(Path(cfg.data.root) / cfg.shapes.name, read_classes(cfg.data.classes_path), cfg.shapes)
     s = cfg.shapes
     print(f"made {folder}: {s.num_train} train, {s.num_val} val, {s.num_test} test images of {s.width}x{s.height}, "

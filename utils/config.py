@@ -388,6 +388,14 @@ def validate(cfg: Config, origins: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"{where('train.freeze_epochs')} = {t.freeze_epochs} exceeds train.epochs = {t.epochs}")
     if t.min_lr > t.lr:
         raise ConfigError(f"{where('train.min_lr')} = {t.min_lr} exceeds train.lr = {t.lr}")
+    if cfg.data.synthetic:  # the generated set lives in data.root/shapes.name: every split must point into it
+        for key in ("train_splits", "val_splits"):
+            splits = getattr(cfg.data, key)
+            for split in splits:
+                if split.split("/")[0] != cfg.shapes.name:
+                    fixed = ",".join(f"{cfg.shapes.name}/{s.split('/', 1)[-1]}" for s in splits)
+                    raise ConfigError(f"{where(f'data.{key}')}: '{split}' is not in the synthetic set shapes.name = "
+                                      f"'{cfg.shapes.name}'; set data.{key}=[{fixed}]")
     lo, hi = cfg.data.scale
     if lo > hi:
         raise ConfigError(f"{where('data.scale')} = {cfg.data.scale}: min must not exceed max")
