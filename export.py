@@ -30,6 +30,21 @@ from utils.config import add_config_args
 from utils.inference import ONNX_METADATA_KEY, load_backend, model_metadata
 
 
+def write_onnx(model: torch.nn.Module, x: torch.Tensor, path: str | Path, dynamic: bool = False, opset: int = 17) -> None:
+    """The bare graph of ``model`` traced on ``x``: input ``images``, outputs ``out<stride>``."""
+    out_names = [f"out{s}" for s in model.strides]
+    axes = None
+    if dynamic:
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}}
+        axes.update({n: {0: "batch", 2: f"height{n[3:]}", 3: f"width{n[3:]}"} for n in out_names})
+    with warnings.catch_warnings():
+        # the TorchScript-based exporter (dynamo=False) needs no extra package; it warns that it is the old one,
+        # and that the input-size check in YOLO.forward is fixed at trace time (it passes for any multiple of 32)
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["images"], output_names=out_names,
+                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
+
+
 def export_onnx(weights: str | Path, output: str | Path | None = None, config: str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = (), img_size: int | None = None, dynamic: bool = False,
                 opset: int = 17, half: bool = False) -> Path:
@@ -44,17 +59,7 @@ def export_onnx(weights: str | Path, output: str | Path | None = None, config: s
     x = torch.zeros(1, 3, size, size)
     if half:
         model, x = model.half(), x.half()
-    out_names = [f"out{s}" for s in model.strides]
-    axes = None
-    if dynamic:
-        axes = {"images": {0: "batch", 2: "height", 3: "width"}}
-        axes.update({n: {0: "batch", 2: f"height{n[3:]}", 3: f"width{n[3:]}"} for n in out_names})
-    with warnings.catch_warnings():
-        # the TorchScript-based exporter (dynamo=False) needs no extra package; it warns that it is the old one,
-        # and that the input-size check in YOLO.forward is fixed at trace time (it passes for any multiple of 32)
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(output), dynamo=False, input_names=["images"], output_names=out_names,
-                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
+    write_onnx(model, x, output, dynamic, opset)
     graph = onnx.load(str(output))
     meta = model_metadata(backend.cfg, backend.class_names, backend.anchors, model)
     meta["input_size"] = size

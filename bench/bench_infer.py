@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit, median_ms_interleaved  # noqa: E402
+from export import write_onnx  # noqa: E402
 from nets.yolo import build_model  # noqa: E402
 
 
@@ -49,8 +50,7 @@ def variants(name: str, size: int, batch: int, tmp: Path) -> dict[str, tuple]:
             import onnxruntime as ort
 
             path = tmp / f"{name}.onnx"
-            torch.onnx.export(fused, (x1,), str(path), dynamo=False, input_names=["images"], opset_version=17,
-                              dynamic_axes={"images": {0: "batch"}})
+            write_onnx(fused, x1, path, dynamic=True)
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             a1, ab = x1.numpy(), xb.numpy()
             out["onnxruntime"] = (lambda: sess.run(None, {"images": a1}), lambda: sess.run(None, {"images": ab}))

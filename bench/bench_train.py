@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_loss import LoopAssignLoss, make_inputs  # noqa: E402
+from bench.bench_loss import LoopAssignLoss, loss_step, make_inputs  # noqa: E402
 from bench.bench_model import matmul_gflops_per_s  # noqa: E402
 from bench.common import emit, median_ms, median_ms_interleaved  # noqa: E402
 from nets.loss import YOLOLoss  # noqa: E402
@@ -79,16 +79,10 @@ def make_step(name: str, size: int, batch: int, plain: bool, channels_last: bool
 
 
 def loss_ms(loss_fn, model, x, targets, runs: int) -> float:
+    """The loss's forward + backward on this model's maps for ``x``, as bench_loss times it."""
     with torch.no_grad():
         maps = [m.detach() for m in model(x)]
-    leaves = [m.clone().requires_grad_() for m in maps]
-
-    def run() -> None:
-        for leaf in leaves:
-            leaf.grad = None
-        loss_fn(leaves, targets)[0].backward()
-
-    return median_ms(run, runs)
+    return median_ms(loss_step(loss_fn, maps, targets)[0], runs)
 
 
 def bench_case(name: str, size: int, batch: int, runs: int) -> dict:

@@ -152,7 +152,7 @@ def collect(settings: list[dict[str, str]], seeds: list[int], out: Path) -> list
                 r = json.loads(path.read_text())
                 rows.append({"setting": label(setting), "seed": seed, "map50": r.get("map50"), "map50_07": r.get("map50_07"),
                              "map50_95": r.get("map50_95"), "epochs": r.get("epochs"), "seconds": r.get("seconds"),
-                             "run_dir": str(path.parent), "_setting": setting})
+                             "run_dir": str(path.parent)})
     return rows
 
 
@@ -186,7 +186,7 @@ def summarize(settings: list[dict[str, str]], rows: list[dict]) -> list[dict]:
 
 def write_reports(out: Path, table: list[dict], rows: list[dict], title: str) -> None:
     with open(out / "ablation.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})

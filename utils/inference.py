@@ -86,11 +86,9 @@ def _chunks(x: np.ndarray, n: int) -> Iterator[np.ndarray]:
 
 def model_metadata(cfg: Config, class_names: Sequence[str], anchors: Sequence[Sequence[float]], model) -> dict[str, Any]:
     """What an exported graph needs to be used alone (stored as JSON in its metadata)."""
-    import dataclasses
-
     return {"model_name": model.name, "class_names": list(class_names), "anchors": [list(map(float, a)) for a in anchors],
             "anchor_masks": [list(m) for m in model.anchor_masks], "strides": list(model.strides),
-            "input_size": cfg.model.input_size, "config": dataclasses.asdict(cfg)}
+            "input_size": cfg.model.input_size, "config": cfg.to_dict()}
 
 
 def load_backend(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
