@@ -51,7 +51,7 @@ def export_onnx(weights: str | Path, output: str | Path | None = None, config: s
     """Write the ONNX graph (with its metadata) and return its path."""
     import onnx
 
-    backend = load_backend(weights, config, overrides, "cpu", fuse=True)
+    backend = load_backend(weights, config, overrides, "cpu", fuse=True, channels_last=False)
     model = backend.model
     size = backend.check_size(img_size or backend.input_size)
     output = Path(output) if output else Path(weights).with_suffix(".onnx")

@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--img-size", type=int, help="input size, a multiple of 32 (default: the model's)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch", type=int, default=8, help="images (or video frames) per forward pass")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="PyTorch weights: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX); fp16 needs CUDA")
     parser.add_argument("--save-dir", default="runs/predict", help="parent of the run folder (exp, exp2, ...)")
     parser.add_argument("--save-txt", action="store_true", help="labels/<name>.txt: name score x1 y1 x2 y2 per box")
     parser.add_argument("--save-json", action="store_true", help="predictions.json in COCO results format")
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no display available (or opencv-python-headless installed); --show is ignored", file=sys.stderr)
         args.show = False
     device = select_device(args.device)
-    backend = load_backend(args.weights, args.config, args.overrides, device)
+    backend = load_backend(args.weights, args.config, args.overrides, device, precision=args.precision)
     wants_files = not args.no_save or args.save_txt or args.save_json
     save_dir = next_run_dir(args.save_dir) if wants_files and not args.benchmark else None
     pred = Predictor(backend, args, save_dir)

@@ -217,6 +217,8 @@ def test_onnx_matches_pytorch_raw_outputs_and_boxes(tmp_path: Path, checkpoint: 
     export_cli.main(["--weights", str(checkpoint), "--output", str(onnx_path), *(["--dynamic"] if dynamic else [])])
     ref = load_backend(checkpoint, fuse=False)  # the plain model, not the fused one the export starts from
     ort = load_backend(onnx_path)
+    with pytest.raises(SystemExit, match="exported in"):
+        load_backend(onnx_path, precision="bf16")
     assert ort.kind == "onnxruntime" and ort.class_names == CLASSES and ort.spec == ref.spec
     assert (ort.fixed_batch is None) == dynamic
     x = letterboxed(3)  # a fixed-batch graph is fed one image at a time
@@ -236,6 +238,29 @@ def test_onnx_matches_pytorch_raw_outputs_and_boxes(tmp_path: Path, checkpoint: 
         x = torch.rand(2, 3, 160, 96)
         for p, q in zip(ref(x), ort(x), strict=True):
             assert float((p - q).abs().max()) < 1e-4
+
+
+def test_pytorch_backend_layout_and_precision(checkpoint: Path) -> None:
+    x = letterboxed(2)
+    ref = load_backend(checkpoint, fuse=False, channels_last=False)(x)
+    fast = load_backend(checkpoint)  # the default: fused, channels_last, float32
+    conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for p, q in zip(ref, fast(x), strict=True):
+        assert float((p - q).abs().max()) < 1e-4
+    bf16 = load_backend(checkpoint, precision="bf16")
+    assert conv.weight.dtype == torch.float32 and next(bf16.model.parameters()).dtype == torch.bfloat16
+    out = bf16(x)
+    for p, q in zip(ref, out, strict=True):
+        assert q.dtype == torch.float32
+        # bfloat16 keeps 8 significant bits (relative step 2^-8 = 0.4%); through ~20 layers the
+        # maps stay within a few percent of their range, and do differ from float32
+        err = float((p - q).abs().max() / p.abs().max())
+        assert 1e-4 < err < 0.05
+    with pytest.raises(SystemExit, match="CUDA"):
+        load_backend(checkpoint, precision="fp16")
+    with pytest.raises(SystemExit, match="precision must be"):
+        load_backend(checkpoint, precision="int8")
 
 
 def test_onnx_half_export_and_metadata(tmp_path: Path, checkpoint: Path) -> None:

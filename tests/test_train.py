@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nets.loss import YOLOLoss
 from nets.yolo import build_model
 from utils.config import REPO_ROOT, load_config
 from utils.engine import ModelEMA, build_optimizer, freeze_backbone, lr_factor, set_lr, train_mode
@@ -59,6 +60,23 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path: Path) -> None
         assert torch.equal(v, resumed["state_dict"][k]), k
     rows = list(csv.DictReader(open(Path(first["run_dir"]) / "results.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_bf16_autocast_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # train.amp=bf16 on the CPU: the model's maps reach the loss in bfloat16, the weights stay float32
+    seen: list[torch.dtype] = []
+    forward = YOLOLoss.forward
+
+    def spy(self, outputs, targets):
+        seen.append(outputs[0].dtype)
+        return forward(self, outputs, targets)
+
+    monkeypatch.setattr(YOLOLoss, "forward", spy)
+    result = fit(tiny_cfg(tmp_path, "train.epochs=1", "train.amp=bf16", "train.channels_last=true"), return_model=True)
+    assert seen[:2] == [torch.bfloat16] * 2  # the epoch's 2 steps (16 images, batch 8); the val loss after them is float32
+    assert all(v.dtype in (torch.float32, torch.int64) for v in result["state_dict"].values())
+    assert all(bool(torch.isfinite(v.float()).all()) for v in result["state_dict"].values())
+    assert math.isfinite(result["map50"])
 
 
 def test_resume_refuses_another_model(tmp_path: Path) -> None:

@@ -35,6 +35,13 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX), where bf16
+    autocast and bf16 inference pay off; elsewhere oneDNN emulates it, usually slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch.cpu; absent reads as no
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def next_run_dir(parent: str | Path, name: str = "exp") -> Path:
     """Make and return ``parent/name``, else ``name2``, ``name3``, ...: a run never overwrites another."""
     parent = Path(parent)

@@ -51,12 +51,16 @@ class Backend:
     session: Any = None  # onnxruntime.InferenceSession
     fixed_batch: int | None = None  # an ONNX graph exported without --dynamic takes only this batch
     fixed_size: bool = False  # ... and only its input size
-    dtype: torch.dtype = torch.float32  # input dtype (float16 for a --half export)
+    dtype: torch.dtype = torch.float32  # input dtype (float16 for a --half export; the model's for PyTorch)
+    channels_last: bool = False  # PyTorch: the model and its input in channels_last
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         if self.model is not None:
-            return self.model(images.to(self.device, self.dtype, non_blocking=True))
+            x = images.to(self.device, self.dtype, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return [o.float() for o in self.model(x)]
         x = images.to(self.dtype).cpu().numpy()
         if self.fixed_batch is not None and len(x) != self.fixed_batch:  # pad up to (or split into) the fixed batch
             outs = [self._run(chunk) for chunk in _chunks(x, self.fixed_batch)]
@@ -91,20 +95,44 @@ def model_metadata(cfg: Config, class_names: Sequence[str], anchors: Sequence[Se
             "input_size": cfg.model.input_size, "config": cfg.to_dict()}
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def load_backend(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
-                 device: str | torch.device = "cpu", fuse: bool = True) -> Backend:
+                 device: str | torch.device = "cpu", fuse: bool = True, precision: str = "fp32",
+                 channels_last: bool = True) -> Backend:
     """A ``.pt`` checkpoint or Darknet ``.weights`` (with ``config``) through PyTorch, fused by default;
-    a ``.onnx`` file through ONNX Runtime (its CPU provider, or CUDA's when ``device`` is CUDA)."""
+    a ``.onnx`` file through ONNX Runtime (its CPU provider, or CUDA's when ``device`` is CUDA).
+
+    PyTorch only: ``precision`` fp32 | bf16 | fp16 casts the model and its input (outputs come
+    back as float32); bf16 pays off on CPUs with native bfloat16 (AVX512-BF16, AMX), fp16 needs
+    CUDA. ``channels_last`` (default) runs the model in that memory layout, faster for these
+    convolutions on the CPU (bench/bench_infer.py). An ONNX graph's precision is set at export.
+    """
     device = torch.device(device)
     weights = Path(weights)
+    if precision not in PRECISIONS:
+        raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if weights.suffix.lower() != ".onnx":
-        from utils.engine import load_for_inference
+        from utils.engine import cpu_has_native_bf16, load_for_inference
 
+        if precision == "fp16" and device.type != "cuda":
+            raise SystemExit("error: fp16 inference needs a CUDA device; on the CPU use bf16")
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            LOGGER.warning("this CPU has no bfloat16 instructions (AVX512-BF16 / AMX); bf16 is emulated and "
+                           "likely slower than fp32")
         model, cfg, classes, anchors = load_for_inference(weights, config, overrides, device)
         if fuse:
             model.fuse()
+        model.to(PRECISIONS[precision])
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
         spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
-        return Backend("pytorch", cfg, classes, anchors, spec, cfg.model.input_size, device, model=model)
+        return Backend("pytorch", cfg, classes, anchors, spec, cfg.model.input_size, device, model=model,
+                       dtype=PRECISIONS[precision], channels_last=channels_last)
+    if precision != "fp32":
+        raise SystemExit("error: an ONNX graph runs in the precision it was exported in (export.py --half); "
+                         f"--precision {precision} applies to .pt and .weights files")
     if not weights.is_file():
         raise SystemExit(f"error: weights file not found: {weights}")
     try:
