@@ -56,12 +56,19 @@ def targets(r: dict) -> list[dict]:
 
     train = {c["model"]: c for c in r.get("train", {}).get("cases", [])}
     if "yolov4" in train:
-        add("yolov4 train step 416 b4: speed over the plain step", train["yolov4"]["speedup_over_plain"], 1.3)
-        add("yolov4 train step: fraction of the large-conv rate", train["yolov4"]["fraction_of_conv_rate"], 0.75)
-        add("yolov4 train step: loss + assignment share", train["yolov4"]["loss_share"], 0.05, above=False)
+        t = train["yolov4"]
+        add("yolov4 train step 416 b4: speed over the plain step, float32", t["speedup_fp32_over_plain"], 1.3)
+        add("yolov4 train step 416 b4: speed over the plain step, bf16 autocast", t.get("speedup_bf16_over_plain"), 1.3)
+        # like for like: the step's forward + backward against the convolution's, in the step's precision
+        for precision in ("fp32", "bf16"):
+            fraction = t.get(f"fraction_of_conv_rate_{precision}", {}).get("forward_backward")
+            add(f"yolov4 train step, {precision}: fraction of the large-conv rate (forward + backward)", fraction, 0.75)
+        add("yolov4 train step: loss + assignment share", t["loss_share"], 0.05, above=False)
     infer = {m["model"]: m for m in r.get("infer", {}).get("models", [])}
     if "yolov4" in infer:
-        add("yolov4 inference 416 b1: best PyTorch over plain eager", infer["yolov4"]["speedup_best_pytorch_over_plain"], 1.4)
+        m = infer["yolov4"]
+        add("yolov4 inference 416 b1: best float32 PyTorch over plain eager", m["speedup_best_pytorch_over_plain"], 1.4)
+        add("yolov4 inference 416 b1: bf16 PyTorch over plain eager", m.get("speedup_bf16_over_plain"), 1.4)
     loss = r.get("loss", {}).get("cases", [])
     at50 = [c["speedup"] for c in loss if c["boxes_per_image"] == 50]
     if at50:
@@ -77,14 +84,20 @@ def table(r: dict) -> str:
     rows = [("machine", r["machine"]), ("torch threads", str(r["threads"]))]
     if "train" in r:
         t = r["train"]
-        rows.append(("float32 rate: 2048 matmul / 3x3 conv (GFLOP/s)",
-                     f"{t['matmul_gflops_per_s']} / {t['conv_gflops_per_s']}"))
+        rows.append(("2048 matmul, float32 (GFLOP/s)", str(t["matmul_gflops_per_s"])))
+        for precision, rate in t["conv_gflops_per_s"].items():
+            rows.append((f"3x3 conv 256->256 52x52 b8, {precision}: forward / forward + backward (GFLOP/s)",
+                         f"{rate['forward']} / {rate['forward_backward']}"))
         for c in t["cases"]:
-            best = c[c["best"]]
-            rows.append((f"train step {c['model']} {c['input_size']} b{c['batch']}: images/s plain -> tuned",
-                         f"{c['plain']['images_per_s']} -> {best['images_per_s']} ({c['best']}, "
-                         f"{c['speedup_over_plain']}x; {best['achieved_gflops_per_s']} GFLOP/s = "
-                         f"{c['fraction_of_conv_rate']:.2f} of conv; loss {100 * c['loss_share']:.1f}% of the step)"))
+            steps = " / ".join(f"{k} {c[k]['images_per_s']}" for k in
+                               ("plain", "tuned", "tuned_channels_last", "tuned_channels_last_bf16") if k in c)
+            fractions = "; ".join(f"{p} {c[f'fraction_of_conv_rate_{p}']['forward_backward']:.2f} "
+                                  f"({c[f'fraction_of_conv_rate_{p}']['forward']:.2f} of the forward rate)"
+                                  for p in ("fp32", "bf16") if f"fraction_of_conv_rate_{p}" in c)
+            rows.append((f"train step {c['model']} {c['input_size']} b{c['batch']} (images/s)",
+                         f"{steps}; float32 {c['speedup_fp32_over_plain']}x, best {c['speedup_over_plain']}x the plain step"))
+            rows.append((f"train step {c['model']}: fraction of the conv rate (forward + backward); loss share",
+                         f"{fractions}; loss {100 * c['loss_share']:.1f}% of the step"))
         if "peak_rss_mb_yolov4_b8_416" in t:
             rows.append(("peak RSS, yolov4 train step 416 b8", f"{t['peak_rss_mb_yolov4_b8_416']:.0f} MB"))
     if "infer" in r:
@@ -94,6 +107,9 @@ def table(r: dict) -> str:
                          " / ".join(f"{k} {v}" for k, v in b1.items())))
             rows.append((f"inference {m['model']} {m['input_size']} b{m['batch']} (images/s)",
                          " / ".join(f"{k} {v}" for k, v in m["batched_images_per_s"].items())))
+            if "bf16_max_rel_diff" in m:
+                rows.append((f"inference {m['model']} bf16: largest difference from the float32 maps",
+                             f"{m['bf16_max_rel_diff']} of their largest magnitude"))
     if "loss" in r:
         for c in r["loss"]["cases"]:
             rows.append((f"loss b{r['loss']['batch']} {r['loss']['input_size']}, {c['boxes_per_image']} boxes/img, "

@@ -1,5 +1,5 @@
-"""Inference benchmark on the CPU: PyTorch (as built, fused, fused in channels_last, frozen TorchScript)
-and ONNX Runtime side by side.
+"""Inference benchmark on the CPU: PyTorch (as built, fused, fused in channels_last, frozen TorchScript,
+and fused in channels_last in bfloat16) and ONNX Runtime side by side.
 
     python -m bench.bench_infer [--size 416] [--runs 10] [--batch 8] [--json out.json]
 
@@ -8,6 +8,9 @@ images/s of a batch of ``--batch``, raw maps only (decode and NMS are the same c
 backend). Variants are timed in alternation. ``frozen`` is ``torch.jit.freeze`` +
 ``torch.jit.optimize_for_inference`` on the traced fused model (oneDNN weight prepacking);
 ``onnxruntime`` runs export.py's graph with the CPU provider and default session options.
+``fused_channels_last_bf16`` is predict.py's ``--precision bf16`` (weights and activations in
+bfloat16), timed when the CPU has bfloat16 instructions (AVX512-BF16, AMX) or with ``--bf16``;
+its largest difference from the float32 maps is reported relative to their largest magnitude.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import emit, median_ms_interleaved  # noqa: E402
 from export import write_onnx  # noqa: E402
 from nets.yolo import build_model  # noqa: E402
+from utils.engine import cpu_has_native_bf16  # noqa: E402
 
 
-def variants(name: str, size: int, batch: int, tmp: Path) -> dict[str, tuple]:
+def variants(name: str, size: int, batch: int, tmp: Path, bf16: bool) -> dict[str, tuple]:
     """name -> (batch-1 callable, batched callable)."""
     torch.manual_seed(0)
     x1, xb = torch.rand(1, 3, size, size), torch.rand(batch, 3, size, size)
@@ -41,6 +45,12 @@ def variants(name: str, size: int, batch: int, tmp: Path) -> dict[str, tuple]:
         "fused": (lambda: fused(x1), lambda: fused(xb)),
         "fused_channels_last": (lambda: fused_cl(x1c), lambda: fused_cl(xbc)),
     }
+    if bf16:
+        half = build_model(name, 80).eval().fuse().to(torch.bfloat16, memory_format=torch.channels_last)
+        h1, hb = (x.to(torch.bfloat16) for x in (x1c, xbc))
+        out["fused_channels_last_bf16"] = (lambda: half(h1), lambda: half(hb))
+        pairs = zip(fused(x1), half(h1), strict=True)
+        out["_bf16_rel_diff"] = max(float((r - o.float()).abs().max() / r.abs().max()) for r, o in pairs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
@@ -62,10 +72,11 @@ def variants(name: str, size: int, batch: int, tmp: Path) -> dict[str, tuple]:
     return out
 
 
-def bench(name: str, size: int, batch: int, runs: int) -> dict:
+def bench(name: str, size: int, batch: int, runs: int, bf16: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        v = variants(name, size, batch, Path(tmp))
+        v = variants(name, size, batch, Path(tmp), bf16)
         diff = v.pop("_onnx_max_abs_diff", None)
+        bf16_diff = v.pop("_bf16_rel_diff", None)
         one = median_ms_interleaved({k: f[0] for k, f in v.items()}, dict.fromkeys(v, runs))
         many = median_ms_interleaved({k: f[1] for k, f in v.items()}, dict.fromkeys(v, max(2, runs // 3)), warmup=1)
     res = {"model": name, "input_size": size, "batch": batch,
@@ -74,6 +85,9 @@ def bench(name: str, size: int, batch: int, runs: int) -> dict:
     torch_best = min(("fused", "fused_channels_last", "frozen"), key=lambda k: one[k])
     res["best_pytorch"] = torch_best
     res["speedup_best_pytorch_over_plain"] = round(one["plain"] / one[torch_best], 3)
+    if "fused_channels_last_bf16" in one:
+        res["speedup_bf16_over_plain"] = round(one["plain"] / one["fused_channels_last_bf16"], 3)
+        res["bf16_max_rel_diff"] = round(bf16_diff, 4)
     if "onnxruntime" in one:
         res["speedup_onnxruntime_over_plain"] = round(one["plain"] / one["onnxruntime"], 3)
         res["onnx_max_abs_diff"] = diff
@@ -86,10 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=10, help="timed batch-1 forwards per variant (median)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--models", nargs="+", default=["yolov4", "yolov4-tiny"])
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time bfloat16 (default: when the CPU has bfloat16 instructions)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
+    bf16 = args.bf16 if args.bf16 is not None else cpu_has_native_bf16()
     result = {"bench": "infer", "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "models": [bench(m, args.size, args.batch, args.runs) for m in args.models]}
+              "models": [bench(m, args.size, args.batch, args.runs, bf16) for m in args.models]}
     return emit(result, args.json)
 
 

@@ -9,14 +9,17 @@ bench_data). Cases: yolov4 at 416, batch 4, and yolov4-tiny at 416, batch 16; ea
 - ``plain``: eager float32, NCHW, the loss with the classic per-box assignment (bench_loss's
   baseline), the optimizer's per-parameter loop (``foreach=False``);
 - ``tuned``: the loss of nets/loss.py and the optimizer's multi-tensor step (``foreach=True``),
-  in NCHW and in channels_last.
+  in NCHW and in channels_last; and, on a CPU with bfloat16 instructions (AVX512-BF16, AMX),
+  channels_last under bf16 autocast (``train.amp=bf16``).
 
 Timed in alternation (a slow spell of a shared machine hits every variant alike); the medians
 are reported. ``achieved_gflops_per_s`` counts forward + backward as 3 x the forward FLOPs
 (nets.yolo.model_summary), next to the rate of a large float32 matmul and of a large 3x3
-convolution measured in the same run. ``loss_share`` is the loss's forward + backward on the
-same maps over the step. ``peak_rss_mb``: the peak resident memory of a fresh process that runs
-yolov4 training steps at batch 8, 416.
+convolution measured in the same run: the convolution's forward alone, and its forward +
+backward counted the same way as the step (3 x forward), each in its faster layout, in float32
+and in bfloat16. A step is compared with the convolution of its own precision.
+``loss_share`` is the loss's forward + backward on the same maps over the step. ``peak_rss_mb``:
+the peak resident memory of a fresh process that runs yolov4 training steps at batch 8, 416.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import resource
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -39,21 +43,35 @@ from bench.common import emit, median_ms, median_ms_interleaved  # noqa: E402
 from nets.loss import YOLOLoss  # noqa: E402
 from nets.yolo import build_model, model_summary  # noqa: E402
 from utils.config import REPO_ROOT, read_anchors  # noqa: E402
-from utils.engine import build_optimizer  # noqa: E402
+from utils.engine import build_optimizer, cpu_has_native_bf16  # noqa: E402
 
 CLASSES = 20
 ANCHORS = {"yolov4": "yolo_anchors.txt", "yolov4-tiny": "yolo_tiny_anchors.txt"}
 
 
-def conv_gflops_per_s(runs: int = 5) -> float:
-    """Forward rate of a large 3x3 convolution (256 -> 256 channels, 52 x 52, batch 8), as in yolov4's neck."""
-    x, w = torch.randn(8, 256, 52, 52), torch.randn(256, 256, 3, 3)
-    with torch.inference_mode():
-        ms = median_ms(lambda: F.conv2d(x, w, padding=1), runs)
-    return 2 * 8 * 256 * 256 * 9 * 52 * 52 / (ms / 1e3) / 1e9
+def conv_gflops_per_s(dtype: torch.dtype = torch.float32, backward: bool = False, runs: int = 5) -> float:
+    """Rate of a large 3x3 convolution (256 -> 256 channels, 52 x 52, batch 8, as in yolov4's neck), the
+    faster of NCHW and channels_last: the forward alone, or forward + backward counted as 3 x forward."""
+    forward_flop = 2 * 8 * 256 * 256 * 9 * 52 * 52
+    best = 0.0
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(8, 256, 52, 52).contiguous(memory_format=layout).requires_grad_(backward)
+        w = torch.randn(256, 256, 3, 3).contiguous(memory_format=layout).requires_grad_(backward)
+        ms = median_ms(partial(_conv_call, x, w, dtype, backward), runs)
+        best = max(best, (3 if backward else 1) * forward_flop / (ms / 1e3) / 1e9)
+    return best
 
 
-def make_step(name: str, size: int, batch: int, plain: bool, channels_last: bool = False):
+def _conv_call(x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype, backward: bool) -> None:
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32), torch.set_grad_enabled(backward):
+        y = F.conv2d(x, w, padding=1)
+    if backward:
+        x.grad = w.grad = None
+        y.backward(torch.ones_like(y))
+
+
+def make_step(name: str, size: int, batch: int, plain: bool, channels_last: bool = False,
+              amp: torch.dtype | None = None):
     torch.manual_seed(0)
     model = build_model(name, CLASSES).train()
     if channels_last:
@@ -71,7 +89,9 @@ def make_step(name: str, size: int, batch: int, plain: bool, channels_last: bool
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        total, _ = loss_fn(model(x), targets)
+        with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):  # as utils/trainer.py
+            outputs = model(x)
+        total, _ = loss_fn(outputs, targets)
         total.backward()
         opt.step()
 
@@ -85,19 +105,26 @@ def loss_ms(loss_fn, model, x, targets, runs: int) -> float:
     return median_ms(loss_step(loss_fn, maps, targets)[0], runs)
 
 
-def bench_case(name: str, size: int, batch: int, runs: int) -> dict:
+def bench_case(name: str, size: int, batch: int, runs: int, bf16: bool) -> dict:
     gflops = model_summary(build_model(name, CLASSES), size)["gflops"] * batch * 3  # forward + backward per step
     variants = {"plain": make_step(name, size, batch, plain=True),
                 "tuned": make_step(name, size, batch, plain=False),
                 "tuned_channels_last": make_step(name, size, batch, plain=False, channels_last=True)}
+    if bf16:
+        variants["tuned_channels_last_bf16"] = make_step(name, size, batch, plain=False, channels_last=True,
+                                                         amp=torch.bfloat16)
     ms = median_ms_interleaved({k: v[0] for k, v in variants.items()}, dict.fromkeys(variants, runs), warmup=1)
     out = {"model": name, "input_size": size, "batch": batch, "gflop_per_step": round(gflops, 1)}
     for k, v in ms.items():
         out[k] = {"step_ms": round(v, 1), "images_per_s": round(batch / (v / 1e3), 3),
                   "achieved_gflops_per_s": round(gflops / (v / 1e3), 1)}
-    best = min(("tuned", "tuned_channels_last"), key=lambda k: ms[k])
-    out["best"] = best
+    best_fp32 = min(("tuned", "tuned_channels_last"), key=lambda k: ms[k])
+    best = min((k for k in ms if k != "plain"), key=lambda k: ms[k])
+    out["best_fp32"], out["best"] = best_fp32, best
+    out["speedup_fp32_over_plain"] = round(ms["plain"] / ms[best_fp32], 3)
     out["speedup_over_plain"] = round(ms["plain"] / ms[best], 3)
+    if bf16:
+        out["speedup_bf16_over_plain"] = round(ms["plain"] / ms["tuned_channels_last_bf16"], 3)
     _, loss_fn, model, x, targets = variants[best]
     out["loss_ms"] = round(loss_ms(loss_fn, model, x, targets, max(runs, 5)), 2)
     out["loss_share"] = round(out["loss_ms"] / ms[best], 4)
@@ -127,17 +154,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cases", nargs="+", default=["yolov4:4", "yolov4-tiny:16"], help="model:batch")
     parser.add_argument("--rss", action=argparse.BooleanOptionalAction, default=True,
                         help="measure the peak RSS of yolov4 steps at batch 8 in a fresh process")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time the step under bf16 autocast (default: when the CPU has bfloat16 instructions)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
+    bf16 = args.bf16 if args.bf16 is not None else cpu_has_native_bf16()
+    conv = {"fp32": {"forward": conv_gflops_per_s(), "forward_backward": conv_gflops_per_s(backward=True)}}
+    if bf16:
+        conv["bf16"] = {"forward": conv_gflops_per_s(torch.bfloat16),
+                        "forward_backward": conv_gflops_per_s(torch.bfloat16, backward=True)}
     result: dict = {"bench": "train", "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "matmul_gflops_per_s": round(matmul_gflops_per_s(2048), 1),
-                    "conv_gflops_per_s": round(conv_gflops_per_s(), 1), "cases": []}
+                    "conv_gflops_per_s": {p: {k: round(v, 1) for k, v in r.items()} for p, r in conv.items()},
+                    "cases": []}
     for case in args.cases:
         name, batch = case.split(":")
-        c = bench_case(name, args.size, int(batch), args.runs)
-        best = c[c["best"]]["achieved_gflops_per_s"]
-        c["fraction_of_matmul_rate"] = round(best / result["matmul_gflops_per_s"], 3)
-        c["fraction_of_conv_rate"] = round(best / result["conv_gflops_per_s"], 3)
+        c = bench_case(name, args.size, int(batch), args.runs, bf16)
+        c["fraction_of_matmul_rate"] = round(c[c["best_fp32"]]["achieved_gflops_per_s"] / result["matmul_gflops_per_s"], 3)
+        for precision, variant in (("fp32", c["best_fp32"]), ("bf16", "tuned_channels_last_bf16")):
+            if precision in conv:  # the step's rate over the convolution's, both in this precision
+                rate = c[variant]["achieved_gflops_per_s"]
+                c[f"fraction_of_conv_rate_{precision}"] = {k: round(rate / v, 3) for k, v in conv[precision].items()}
         result["cases"].append(c)
     if args.rss:
         result["peak_rss_mb_yolov4_b8_416"] = peak_rss_mb(args.size, 8)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench import __main__ as suite
 from bench import bench_infer, bench_train
 from nets.yolo import build_model, model_summary
@@ -14,9 +16,12 @@ def fake_results(speedup: float, conv_fraction: float, loss_share: float) -> dic
     step = {"step_ms": 1000.0, "images_per_s": 4.0, "achieved_gflops_per_s": 90.0}
     return {
         "machine": "test cpu", "threads": 2,
-        "train": {"matmul_gflops_per_s": 120.0, "conv_gflops_per_s": 110.0, "cases": [
+        "train": {"matmul_gflops_per_s": 120.0, "conv_gflops_per_s": {"fp32": {"forward": 130.0, "forward_backward": 110.0}},
+                  "cases": [
             {"model": "yolov4", "input_size": 416, "batch": 4, "plain": step, "tuned": step, "best": "tuned",
-             "speedup_over_plain": speedup, "fraction_of_conv_rate": conv_fraction, "loss_share": loss_share}]},
+             "best_fp32": "tuned", "speedup_fp32_over_plain": speedup, "speedup_over_plain": speedup,
+             "fraction_of_conv_rate_fp32": {"forward": conv_fraction - 0.1, "forward_backward": conv_fraction},
+             "loss_share": loss_share}]},
         "loss": {"batch": 16, "input_size": 416, "cases": [
             {"boxes_per_image": 50, "focal_loss": False, "ms": 20.0, "loop_ms": 250.0, "speedup": 12.5},
             {"boxes_per_image": 50, "focal_loss": True, "ms": 25.0, "loop_ms": 225.0, "speedup": 9.0}]},
@@ -27,20 +32,22 @@ def fake_results(speedup: float, conv_fraction: float, loss_share: float) -> dic
 
 def test_targets_are_judged_from_the_ratios() -> None:
     got = {t["target"]: t for t in suite.targets(fake_results(1.31, 0.7, 0.06))}
-    assert got["yolov4 train step 416 b4: speed over the plain step"]["met"] is True
-    assert got["yolov4 train step: fraction of the large-conv rate"]["met"] is False
+    assert got["yolov4 train step 416 b4: speed over the plain step, float32"]["met"] is True
+    assert got["yolov4 train step, fp32: fraction of the large-conv rate (forward + backward)"]["met"] is False
     assert got["yolov4 train step: loss + assignment share"]["met"] is False  # 6% is not under 5%
+    assert not any("bf16" in name for name in got)  # not measured, not judged
     loss = got["loss at 50 boxes/image: speed over the per-box loop (worst of focal on/off)"]
     assert loss["value"] == 9.0 and loss["met"] is False  # the worse of the two cases decides
     data = got["data pipeline (1 worker, mosaic + mixup) over yolov4 step images/s"]
     assert data["value"] == 2.5 and data["met"] is True  # 10 images/s against a 4 images/s step
     md = suite.table(fake_results(1.31, 0.7, 0.06) | {"targets": list(got.values())})
     assert "| yolov4 train step: loss + assignment share | 0.06 | < 0.05 | no |" in md
+    assert "fp32 0.70 (0.60 of the forward rate)" in md
 
 
 def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
-    r = bench_train.main(["--runs", "1", "--size", "64", "--cases", "yolov4-tiny:2", "--no-rss", "--json", str(out)])
+    r = bench_train.main(["--runs", "1", "--size", "64", "--cases", "yolov4-tiny:2", "--no-rss", "--bf16", "--json", str(out)])
     case = r["cases"][0]
     assert case["plain"]["images_per_s"] > 0 and case["speedup_over_plain"] > 0 and 0 < case["loss_share"]
     # the step's GFLOP count is 3x the forward's per image, times the batch
@@ -49,7 +56,14 @@ def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
     best = case[case["best"]]
     assert abs(best["achieved_gflops_per_s"] * best["step_ms"] / 1e3 - 3 * 2 * forward) < 0.05
     assert json.loads(out.read_text())["bench"] == "train"
-    r = bench_infer.main(["--runs", "1", "--size", "64", "--batch", "2", "--models", "yolov4-tiny"])
+    for precision, variant in (("fp32", case["best_fp32"]), ("bf16", "tuned_channels_last_bf16")):
+        rate = r["conv_gflops_per_s"][precision]["forward_backward"]  # the step against the conv of its precision
+        assert case[f"fraction_of_conv_rate_{precision}"]["forward_backward"] == pytest.approx(
+            case[variant]["achieved_gflops_per_s"] / rate, abs=2e-3)
+    assert case["speedup_bf16_over_plain"] == pytest.approx(
+        case["plain"]["step_ms"] / case["tuned_channels_last_bf16"]["step_ms"], rel=2e-3)
+    r = bench_infer.main(["--runs", "1", "--size", "64", "--batch", "2", "--models", "yolov4-tiny", "--bf16"])
     m = r["models"][0]
-    assert set(m["batch1_ms"]) == {"plain", "fused", "fused_channels_last", "frozen", "onnxruntime"}
+    assert set(m["batch1_ms"]) == {"plain", "fused", "fused_channels_last", "frozen", "onnxruntime", "fused_channels_last_bf16"}
     assert m["onnx_max_abs_diff"] < 1e-4
+    assert 0 < m["bf16_max_rel_diff"] < 0.05  # bfloat16 keeps 8 significant bits; the maps differ, a little
