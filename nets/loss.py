@@ -63,30 +63,28 @@ class _ObjectnessLoss(torch.autograd.Function):
     cross-entropy, so the focal loss is ``alpha_t m^gamma softplus(z)`` and its derivative in x
     is ``sign alpha_t m^gamma (gamma (1 - m) softplus(z) + m)``; BCE is gamma = 0, alpha_t = 1.
     The forward pass computes that gradient at once, so the backward pass is one multiplication
-    instead of the backward of each element-wise step. softplus(z) is taken as
-    ``relu(z) - log(max(m, 1 - m))``, which reuses m (absolute error below 1e-7).
+    instead of the backward of each element-wise step.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, positive: torch.Tensor, weight: torch.Tensor, alpha: float | None,
                 gamma: float) -> torch.Tensor:
-        pos = _as_float(positive)
-        sign = 1 - 2 * pos
+        sign = torch.where(positive, -1.0, 1.0).to(logits.dtype)
         z = logits * sign
         m = z.sigmoid()
-        ce = z.relu() - torch.maximum(m, 1 - m).log()
+        ce = F.softplus(z)  # -log(p_t); for z > 20 it returns z, off by under 2e-9
         weight = _as_float(weight) if weight.dtype == torch.bool else weight  # kept cells, or a weight per cell
         if alpha is None:  # BCE
             grad = m * weight
         else:
-            weight = weight * ((1 - alpha) + (2 * alpha - 1) * pos)  # alpha_t
+            weight = weight * torch.where(positive, alpha, 1 - alpha).to(logits.dtype)  # alpha_t
             if gamma:
-                weight = weight * m.pow(gamma)
-                grad = weight * (ce * (1 - m) * gamma + m)
+                weight = weight * (m * m if gamma == 2 else m.pow(gamma))
+                grad = weight * torch.addcmul(m, ce, 1 - m, value=gamma)  # alpha_t m^gamma (gamma (1 - m) ce + m)
             else:
                 grad = weight * m
         ctx.save_for_backward(grad * sign)
-        return (ce * weight).sum()
+        return torch.dot(ce.reshape(-1), weight.reshape(-1))
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
