@@ -100,14 +100,15 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 def load_backend(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
                  device: str | torch.device = "cpu", fuse: bool = True, precision: str = "fp32",
-                 channels_last: bool = True) -> Backend:
+                 channels_last: bool | None = None) -> Backend:
     """A ``.pt`` checkpoint or Darknet ``.weights`` (with ``config``) through PyTorch, fused by default;
     a ``.onnx`` file through ONNX Runtime (its CPU provider, or CUDA's when ``device`` is CUDA).
 
     PyTorch only: ``precision`` fp32 | bf16 | fp16 casts the model and its input (outputs come
     back as float32); bf16 pays off on CPUs with native bfloat16 (AVX512-BF16, AMX), fp16 needs
-    CUDA. ``channels_last`` (default) runs the model in that memory layout, faster for these
-    convolutions on the CPU (bench/bench_infer.py). An ONNX graph's precision is set at export.
+    CUDA. ``channels_last`` runs the model in that memory layout; by default on the CPU, where it
+    is faster for these convolutions (bench/bench_infer.py), and on CUDA in half precision only.
+    An ONNX graph's precision is set at export.
     """
     device = torch.device(device)
     weights = Path(weights)
@@ -125,6 +126,8 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
         if fuse:
             model.fuse()
         model.to(PRECISIONS[precision])
+        if channels_last is None:
+            channels_last = device.type == "cpu" or precision != "fp32"
         if channels_last:
             model.to(memory_format=torch.channels_last)
         spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
