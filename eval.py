@@ -21,7 +21,7 @@ from pathlib import Path
 
 from utils.config import add_config_args, read_classes
 from utils.engine import evaluate, next_run_dir, per_class_table, select_device
-from utils.inference import load_backend
+from utils.inference import add_precision_arg, load_backend
 from utils.metrics import coco_ground_truth, coco_results
 from utils.shapes import ensure_shapes
 from utils.voc import DataError, load_records
@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     parser.add_argument("--split", nargs="+", help="splits to evaluate (default: the config's data.val_splits)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's train.device)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                        help="PyTorch weights: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX); fp16 needs CUDA")
+    add_precision_arg(parser)
     parser.add_argument("--save-dir", default="runs/eval", help="parent of the run folder (exp, exp2, ...)")
     parser.add_argument("--plots", action="store_true", help="write PR curves per class (pr_curves.png)")
     parser.add_argument("--json", metavar="PATH", help="write the metrics as JSON")

@@ -35,6 +35,7 @@ from utils.engine import detect, next_run_dir, select_device
 from utils.inference import (
     Backend,
     Source,
+    add_precision_arg,
     draw_detections,
     load_backend,
     objectness_heatmap,
@@ -241,8 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--img-size", type=int, help="input size, a multiple of 32 (default: the model's)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch", type=int, default=8, help="images (or video frames) per forward pass")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                        help="PyTorch weights: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX); fp16 needs CUDA")
+    add_precision_arg(parser)
     parser.add_argument("--save-dir", default="runs/predict", help="parent of the run folder (exp, exp2, ...)")
     parser.add_argument("--save-txt", action="store_true", help="labels/<name>.txt: name score x1 y1 x2 y2 per box")
     parser.add_argument("--save-json", action="store_true", help="predictions.json in COCO results format")

@@ -42,6 +42,13 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+def warn_if_bf16_emulated(device: torch.device, setting: str) -> None:
+    """Log a warning when ``setting`` asks for bf16 on a CPU without bfloat16 instructions."""
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        LOGGER.warning("%s: this CPU has no bfloat16 instructions (AVX512-BF16 / AMX), so bf16 is emulated and "
+                       "likely slower than float32", setting)
+
+
 def next_run_dir(parent: str | Path, name: str = "exp") -> Path:
     """Make and return ``parent/name``, else ``name2``, ``name3``, ...: a run never overwrites another."""
     parent = Path(parent)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import colorsys
 import json
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,6 @@ import torch
 
 from utils.config import Config, apply_overrides, config_from_dict, load_config
 from utils.postprocess import DecodeSpec
-
-LOGGER = logging.getLogger(__name__)
 
 ONNX_METADATA_KEY = "yolov4"  # metadata_props entry holding the JSON description of the model
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -98,6 +95,12 @@ def model_metadata(cfg: Config, class_names: Sequence[str], anchors: Sequence[Se
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def add_precision_arg(parser) -> None:
+    """predict.py's and eval.py's ``--precision`` (see :func:`load_backend`)."""
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="PyTorch weights: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX); fp16 needs CUDA")
+
+
 def load_backend(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
                  device: str | torch.device = "cpu", fuse: bool = True, precision: str = "fp32",
                  channels_last: bool | None = None) -> Backend:
@@ -115,13 +118,12 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
     if precision not in PRECISIONS:
         raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if weights.suffix.lower() != ".onnx":
-        from utils.engine import cpu_has_native_bf16, load_for_inference
+        from utils.engine import load_for_inference, warn_if_bf16_emulated
 
         if precision == "fp16" and device.type != "cuda":
             raise SystemExit("error: fp16 inference needs a CUDA device; on the CPU use bf16")
-        if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-            LOGGER.warning("this CPU has no bfloat16 instructions (AVX512-BF16 / AMX); bf16 is emulated and "
-                           "likely slower than fp32")
+        if precision == "bf16":
+            warn_if_bf16_emulated(device, "--precision bf16")
         model, cfg, classes, anchors = load_for_inference(weights, config, overrides, device)
         if fuse:
             model.fuse()

@@ -29,7 +29,6 @@ from utils.dataset import TrainDataset, build_train_loader
 from utils.engine import (
     ModelEMA,
     build_optimizer,
-    cpu_has_native_bf16,
     evaluate,
     freeze_backbone,
     next_run_dir,
@@ -38,6 +37,7 @@ from utils.engine import (
     set_lr,
     train_mode,
     unwrap,
+    warn_if_bf16_emulated,
 )
 from utils.postprocess import DecodeSpec
 from utils.shapes import ensure_shapes
@@ -69,9 +69,8 @@ def amp_dtype(cfg_amp: str, device: torch.device) -> torch.dtype | None:
     """``auto``: float16 on CUDA, none on the CPU; ``fp16`` / ``bf16`` / ``off`` as named."""
     if cfg_amp == "auto":
         return torch.float16 if device.type == "cuda" else None
-    if cfg_amp == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        LOGGER.warning("train.amp=bf16: this CPU has no bfloat16 instructions (AVX512-BF16 / AMX), "
-                       "so bf16 is emulated and likely slower than train.amp=off")
+    if cfg_amp == "bf16":
+        warn_if_bf16_emulated(device, "train.amp=bf16")
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[cfg_amp]
 
 
