@@ -18,14 +18,13 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from utils.boxes import IOU_KINDS, bbox_iou, shape_iou
-from utils.postprocess import WH_LOGIT_MAX, decode, decode_boxes, split_anchors
+from utils.postprocess import decode, decode_boxes, decode_wh, decode_xy, split_anchors
 
 NOMINAL_INPUT = 416  # the objectness weight scales with input area / 416^2 (the cfgs' training size)
 NOMINAL_CLASSES = 80  # the class weight scales with num_classes / 80
@@ -69,27 +68,66 @@ class _ObjectnessLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, positive: torch.Tensor, weight: torch.Tensor, alpha: float | None,
                 gamma: float) -> torch.Tensor:
-        sign = torch.where(positive, -1.0, 1.0).to(logits.dtype)
+        pos = _as_float(positive).to(logits.dtype)
+        sign = pos.mul(-2.0).add_(1.0)  # -1 on positives, +1 on negatives (arithmetic: where() is slower on the CPU)
         z = logits * sign
-        m = z.sigmoid()
-        ce = F.softplus(z)  # -log(p_t); for z > 20 it returns z, off by under 2e-9
+        m = z.sigmoid()  # 1 - p_t
+        p_t = 1 - m
+        # softplus(z) = -log(p_t) = relu(z) - log(max(m, 1 - m)), as exact in float32 as F.softplus
+        # and several times faster on the CPU, where softplus and log1p are not vectorized
+        ce = z.clamp(min=0).sub_(torch.maximum(m, p_t).log_())
         weight = _as_float(weight) if weight.dtype == torch.bool else weight  # kept cells, or a weight per cell
         if alpha is None:  # BCE
             grad = m * weight
         else:
-            weight = weight * torch.where(positive, alpha, 1 - alpha).to(logits.dtype)  # alpha_t
+            weight = pos.mul_(2 * alpha - 1).add_(1 - alpha).mul_(weight)  # alpha_t = where(positive, alpha, 1 - alpha)
             if gamma:
-                weight = weight * (m * m if gamma == 2 else m.pow(gamma))
-                grad = weight * torch.addcmul(m, ce, 1 - m, value=gamma)  # alpha_t m^gamma (gamma (1 - m) ce + m)
+                weight.mul_(m * m if gamma == 2 else m.pow(gamma))
+                grad = weight * torch.addcmul(m, ce, p_t, value=gamma)  # alpha_t m^gamma (gamma (1 - m) ce + m)
             else:
                 grad = weight * m
-        ctx.save_for_backward(grad * sign)
+        ctx.save_for_backward(grad.mul_(sign))
         return torch.dot(ce.reshape(-1), weight.reshape(-1))
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (grad,) = ctx.saved_tensors
         return grad * grad_out, None, None, None, None
+
+
+class _GatherMaps(torch.autograd.Function):
+    """From the raw maps ``[B, A * (5 + C), H, W]`` of every level: the objectness logits of all
+    cells as one flat vector (per level ``[B, A, H, W]``, levels concatenated) and, per level, all
+    channels of its positives ``[P, 5 + C]`` (flat indices ``pos_idx [P * (5 + C)]``).
+
+    The objectness channel is a strided copy, not an indexed gather, and the backward pass
+    builds each map's gradient in one buffer (one zero fill, a strided copy, one index_add for
+    the positives) in the map's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, num_anchors: int, pos_idx: list[torch.Tensor], *raws: torch.Tensor):
+        planes = [raw.view(raw.shape[0], num_anchors, -1, *raw.shape[2:]) for raw in raws]  # [B, A, 5 + C, H, W]
+        sizes = [p[:, :, 4].numel() for p in planes]
+        obj = raws[0].new_empty(sum(sizes))
+        for p, part in zip(planes, obj.split(sizes), strict=True):
+            part.view_as(p[:, :, 4]).copy_(p[:, :, 4])
+        pos = [raw.reshape(-1).index_select(0, idx).view(-1, p.shape[2])
+               for raw, p, idx in zip(raws, planes, pos_idx, strict=True)]
+        ctx.save_for_backward(*pos_idx)
+        ctx.num_anchors, ctx.shapes, ctx.sizes, ctx.dtype = num_anchors, [raw.shape for raw in raws], sizes, raws[0].dtype
+        return (obj, *pos)
+
+    @staticmethod
+    def backward(ctx, grad_obj: torch.Tensor, *grad_pos: torch.Tensor):
+        grads = []
+        for shape, g_obj, g_pos, idx in zip(ctx.shapes, grad_obj.split(ctx.sizes), grad_pos, ctx.saved_tensors, strict=True):
+            grad = grad_obj.new_zeros(shape, dtype=ctx.dtype)
+            plane = grad.view(shape[0], ctx.num_anchors, -1, *shape[2:])[:, :, 4]
+            plane.copy_(g_obj.view_as(plane))
+            grad.view(-1).index_add_(0, idx, g_pos.reshape(-1).to(ctx.dtype))
+            grads.append(grad)
+        return (None, None, *grads)
 
 
 @dataclass
@@ -117,13 +155,6 @@ class LevelTargets:
 class Assignment:
     levels: list[LevelTargets]
     stats: dict[str, torch.Tensor]  # num_pos, collisions, ignored, invalid_targets (0-dim tensors)
-
-
-@lru_cache(maxsize=16)
-def _objectness_index(batch: int, num_anchors: int, per_anchor: int, hw: int, device: torch.device) -> torch.Tensor:
-    """Flat indices of the objectness channel of every cell in a raw map ``[B, A * per_anchor, H, W]``."""
-    planes = torch.arange(batch * num_anchors, device=device)[:, None] * (per_anchor * hw) + 4 * hw  # [B*A, 1]
-    return (planes + torch.arange(hw, device=device)).reshape(-1)
 
 
 class YOLOLoss(nn.Module):
@@ -271,65 +302,78 @@ class YOLOLoss(nn.Module):
             return [self._overlapping_dense(lvl, pred, t, img) for lvl, pred in enumerate(preds)]
         batch, n_a = preds[0].shape[:2]
         dev = t.device
+        i32 = torch.int32  # index arithmetic in int32: several times faster than int64 on the CPU
         hws = [(p.shape[3], p.shape[4]) for p in preds]
         sizes = [batch * n_a * h * w for h, w in hws]
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-        # per level: stride, scale_x_y, width, height, offset of its cells in the flat index
-        stride_l = torch.tensor(self.strides, dtype=torch.float32, device=dev)
-        sxy_l = torch.tensor(self.scale_x_y, dtype=torch.float32, device=dev)
-        geo_l = torch.tensor([[w, h, off] for (h, w), off in zip(hws, offsets, strict=True)], device=dev)  # [L, 3]
         anchors_l = torch.stack([self.level_anchors(i) for i in range(len(preds))])  # [L, A, 2]
-        # box logits and predicted areas of every cell, levels concatenated in the flat index
-        box = torch.empty(4 * sum(sizes), device=dev)  # per level [B, A, 4, H, W] at 4 x its offset
-        area = torch.empty(sum(sizes), device=dev)
+        # xy logits and predicted widths and heights of every cell, levels concatenated in the flat index
+        txy = torch.empty(2 * sum(sizes), device=dev)  # per level [B, A, 2, H, W] at 2 x its offset
+        pw, ph = torch.empty(sum(sizes), device=dev), torch.empty(sum(sizes), device=dev)
         for i, (pred, (h, w), off, n) in enumerate(zip(preds, hws, offsets, sizes, strict=True)):
-            box4 = box[4 * off: 4 * (off + n)].view(batch, n_a, 4, h, w)
-            box4.copy_(pred[:, :, :4])
-            level_area = area[off: off + n].view(batch, n_a, h, w)
-            torch.sum(box4[:, :, 2:4].clamp(max=WH_LOGIT_MAX), 2, out=level_area)  # tw + th
-            level_area.exp_().mul_(anchors_l[i].prod(-1)[:, None, None])  # area = exp(tw + th) * anchor area
-        # one row per (level, ground truth): the range of cells its predictions could come from
+            txy[2 * off: 2 * (off + n)].view(batch, n_a, 2, h, w).copy_(pred[:, :, :2])
+            for c, out in ((0, pw), (1, ph)):
+                out[off: off + n].view(batch, n_a, h, w).copy_(decode_wh(pred[:, :, 2 + c], anchors_l[i, :, c, None, None]))
+        # Below, every table is component-major (one contiguous vector per quantity): element-wise
+        # ops on the columns of an [N, k] tensor are several times slower on the CPU.
+        # One row per (level, ground truth), level-major: the range of cells its predictions could come from.
         n_lv, m = len(preds), len(t)
-        lv = torch.arange(n_lv, device=dev).repeat_interleave(m)  # [L*M]
-        g = torch.arange(m, device=dev).repeat(n_lv)  # [L*M]
-        w_r, h_r, off_r = geo_l.index_select(0, lv).unbind(1)
-        stride, margin = stride_l.index_select(0, lv), (sxy_l.index_select(0, lv) - 1) / 2
-        tg = t.index_select(0, g)
-        x0 = torch.minimum(torch.floor(tg[:, 2] / stride - margin).long().clamp(min=0), w_r - 1)
-        x1 = torch.minimum(torch.floor(tg[:, 4] / stride + margin).long().clamp(min=0), w_r - 1)
-        y0 = torch.minimum(torch.floor(tg[:, 3] / stride - margin).long().clamp(min=0), h_r - 1)
-        y1 = torch.minimum(torch.floor(tg[:, 5] / stride + margin).long().clamp(min=0), h_r - 1)
+        lv = torch.arange(n_lv, device=dev).repeat_interleave(m)  # [R]
+        geo = torch.tensor([[w for _, w in hws], [h for h, _ in hws], [h * w for h, w in hws], offsets], dtype=i32, device=dev)
+        w_r, h_r, hw_r, off_r = (v.index_select(0, lv) for v in geo)  # width, height, cells per plane, level offset
+        per_level = torch.tensor([self.strides, self.scale_x_y], dtype=torch.float32, device=dev)  # [2, L]
+        stride, sxy = (v.index_select(0, lv) for v in per_level)
+        margin = (sxy - 1) / 2
+        gt = t[:, 2:6].t().repeat(1, n_lv)  # [4, R]: x1, y1, x2, y2
+        x0 = torch.minimum(torch.floor(gt[0] / stride - margin).to(i32).clamp_(min=0), w_r - 1)
+        x1 = torch.minimum(torch.floor(gt[2] / stride + margin).to(i32).clamp_(min=0), w_r - 1)
+        y0 = torch.minimum(torch.floor(gt[1] / stride - margin).to(i32).clamp_(min=0), h_r - 1)
+        y1 = torch.minimum(torch.floor(gt[3] / stride + margin).to(i32).clamp_(min=0), h_r - 1)
         nx = x1 - x0 + 1
-        count = nx * (y1 - y0 + 1)  # cells per row [L*M]
-        hw_r = w_r * h_r
-        base = off_r + img.repeat(n_lv) * n_a * hw_r + y0 * w_r + x0  # flat index of the range's first cell, anchor 0
-        ga = (tg[:, 4] - tg[:, 2]) * (tg[:, 5] - tg[:, 3])  # ground-truth areas [L*M]
-        # (row, cell) pairs [P]; index_select throughout: several times faster than advanced indexing on the CPU
-        row = torch.repeat_interleave(torch.arange(len(lv), device=dev), count)
-        per_row = torch.stack((base, nx, w_r, hw_r, torch.cumsum(count, 0) - count), 1).index_select(0, row)  # [P, 5]
-        base, nx, w_p, hw_p, start = per_row.unbind(1)
-        k = torch.arange(len(row), device=dev) - start
-        dy = k // nx
-        dx = k - dy * nx
-        cell = torch.arange(n_a, device=dev)[:, None] * hw_p + (base + dy * w_p + dx)  # [A, P] flat
-        pair_area = area.index_select(0, cell.view(-1)).view_as(cell)  # [A, P]
-        ga_p = ga.index_select(0, row)  # [P]
-        near = (pair_area > self.ignore_thresh * ga_p) & (pair_area * self.ignore_thresh < ga_p)  # NaN: False
-        nz = near.view(-1).nonzero().squeeze(1)  # [Q] into [A, P]
-        a_idx, p_idx = nz // len(row), nz % len(row)
+        count = nx * (y1 - y0 + 1)  # cells per row
+        start = torch.cumsum(count, 0, dtype=i32) - count  # the row's first pair
+        plane = img.to(i32).repeat(n_lv) * n_a  # b * A
+        base = off_r + plane * hw_r + y0 * w_r + x0  # flat index of the range's first cell, anchor 0
+        # (row, cell) pairs [P]; pair p of a row is its cell k = p - start = dy * nx + dx, at flat index
+        # base + dy * w + dx = (base - start) + p + dy * (w - nx). index_select throughout: several times
+        # faster than advanced indexing on the CPU.
+        row = torch.repeat_interleave(torch.arange(len(lv), device=dev), count)  # [P]
+        start_p, nx_p, c0, c1, hw_p = (v.index_select(0, row) for v in (start, nx, base - start, w_r - nx, hw_r))
+        p = torch.arange(len(row), dtype=i32, device=dev)
+        dy = torch.div(p - start_p, nx_p, rounding_mode="floor")
+        cell = torch.arange(n_a, dtype=i32, device=dev)[:, None] * hw_p + (c0 + p + dy * c1)  # [A, P] flat
+        # IoU > thresh needs each side within a factor thresh of the ground truth's (w > thresh W, as
+        # I <= w min(h, H) and I (1 + thresh) > thresh (w h + W H); and W > thresh w alike)
+        th = self.ignore_thresh
+        near = None
+        for side, lo, hi in ((pw, 0, 2), (ph, 1, 3)):
+            pair = side.index_select(0, cell.view(-1)).view_as(cell)  # [A, P]
+            gt_side = (gt[hi] - gt[lo]).index_select(0, row)  # [P]
+            # bounds widened by 1e-6 so that rounding cannot drop a pair that passes the exact test
+            ok = (pair > gt_side * (th * (1 - 1e-6))) & (pair < gt_side * ((1 + 1e-6) / th))  # NaN: False
+            near = ok if near is None else near.logical_and_(ok)
+        # the (pair, anchor) candidates [Q] that pass the area test get a decoded box and an IoU
+        nz = near.view(-1).nonzero().squeeze(1)  # into [A, P]
+        n_p = len(row)
+        a_q = sum((nz >= k * n_p).long() for k in range(1, n_a))  # nz // P, without a division
+        p_q = nz - a_q * n_p
         flat = cell.view(-1).index_select(0, nz)  # [Q]
-        r = row.index_select(0, p_idx)
-        lq, w_q, hw_q, off_q = torch.stack((lv, w_r, hw_r, off_r), 1).index_select(0, r).unbind(1)  # from the rows' table
-        local = flat - off_q  # the cell's index within its level: ((b * A + a) * H + y) * W + x
-        box_idx = (4 * off_q + local + (local // hw_q) * 3 * hw_q)[:, None] + torch.arange(4, device=dev) * hw_q[:, None]
-        q = box.index_select(0, box_idx.view(-1)).view(-1, 4)  # [Q, 4] box logits
-        yx = local % hw_q
-        cell_xy = torch.stack((yx % w_q, yx // w_q), -1).to(q.dtype)
-        anchor = anchors_l.view(-1, 2).index_select(0, lq * n_a + a_idx)
-        boxes = decode(q[:, :2], q[:, 2:], cell_xy, anchor, stride_l.index_select(0, lq)[:, None],
-                       sxy_l.index_select(0, lq)[:, None])
-        hit = bbox_iou(boxes, tg.index_select(0, r)[:, 2:6]) > self.ignore_thresh  # [Q]
-        out = torch.zeros(sum(sizes), dtype=torch.bool, device=dev).index_fill_(0, flat[hit], True)
+        r = row.index_select(0, p_q)
+        k = p_q.to(i32) - start.index_select(0, r)
+        x0q, y0q, nxq, wq, hwq, offq, planeq = (v.index_select(0, r) for v in (x0, y0, nx, w_r, hw_r, off_r, plane))
+        dyq = torch.div(k, nxq, rounding_mode="floor")
+        xq, yq = x0q + (k - dyq * nxq), y0q + dyq
+        # logit c of the cell in ``txy``: 2 * (level offset + plane (b * A + a) * H * W) + c * H * W + y * W + x
+        channel = torch.arange(2, dtype=i32, device=dev)[:, None] * hwq  # [2, Q]
+        xy_idx = (2 * (offq + (planeq + a_q.to(i32)) * hwq) + yq * wq + xq) + channel
+        txy_q = txy.index_select(0, xy_idx.view(-1)).view(2, -1)  # [2, Q]: tx, ty
+        lq = lv.index_select(0, r)
+        s_q, sxy_q = (v.index_select(0, lq) for v in per_level)
+        xy = decode_xy(txy_q, torch.stack((xq, yq)), s_q, sxy_q)  # [2, Q]
+        wh = torch.stack((pw.index_select(0, flat), ph.index_select(0, flat)))  # [2, Q]
+        boxes = torch.cat((xy - wh / 2, xy + wh / 2))  # [4, Q]
+        hit = bbox_iou(boxes.t(), torch.stack([v.index_select(0, r) for v in gt]).t()) > th  # [Q]
+        out = torch.zeros(sum(sizes), dtype=torch.bool, device=dev).index_fill_(0, flat.masked_select(hit).long(), True)
         return [v.view(batch, n_a, h, w) for v, (h, w) in zip(out.split(sizes), hws, strict=True)]
 
     def _overlapping_dense(self, lvl: int, pred: torch.Tensor, t: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
@@ -374,13 +418,10 @@ class YOLOLoss(nn.Module):
             zero = outputs[0].new_zeros((), dtype=torch.float32)
             loc, conf, cls = zero, zero, zero
             num_pos = assignment.stats["num_pos"].clamp(min=1).float()
-            obj_logits, positives = [], []  # per level; positives: (level, its positives' logits [P, 5 + C])
-            for i, (raw, tg) in enumerate(zip(outputs, assignment.levels, strict=True)):
-                obj, pos = self._gather(raw.float(), tg)  # [B, A, H, W], [P, 5 + C]
-                obj_logits.append(obj)
-                if len(pos):
-                    positives.append((i, pos))
-            conf = self.conf_term(obj_logits, assignment.levels, num_pos)
+            pos_idx = [self._positive_index(raw, tg) for raw, tg in zip(outputs, assignment.levels, strict=True)]
+            obj, *pos = _GatherMaps.apply(self.num_anchors, pos_idx, *outputs)  # all cells' objectness; [P, 5 + C] per level
+            positives = [(i, p.float()) for i, p in enumerate(pos) if len(p)]  # (level, its positives' logits)
+            conf = self.conf_term(obj.float(), assignment.levels, num_pos)
             if positives:
                 loc, cls = self._positive_terms(positives, assignment.levels)
         self.stats = assignment.stats
@@ -414,27 +455,18 @@ class YOLOLoss(nn.Module):
         cls = (self.cls_term(pos[:, 5:], classes) * weight).sum() * self.cls_weight
         return loc, cls
 
-    def _gather(self, raw: torch.Tensor, tg: LevelTargets) -> tuple[torch.Tensor, torch.Tensor]:
-        """The objectness logits of every cell ``[B, A, H, W]`` and all logits of the positives ``[P, 5 + C]``.
-
-        Taken from the raw map ``[B, A * (5 + C), H, W]`` by one gather, so that the backward
-        pass builds the map's gradient in one buffer (one zero fill and one scatter) instead
-        of one per term plus their sum.
-        """
+    def _positive_index(self, raw: torch.Tensor, tg: LevelTargets) -> torch.Tensor:
+        """Flat indices ``[P * (5 + C)]`` of every channel of the level's positives in its raw map ``[B, A * (5 + C), H, W]``."""
         b, ch, h, w = raw.shape
-        n_a = self.num_anchors
-        per = ch // n_a  # 5 + C
-        hw = h * w
-        obj_idx = _objectness_index(b, n_a, per, hw, raw.device)  # [B*A*H*W]
-        base = (tg.b * n_a + tg.a) * (per * hw) + tg.gy * w + tg.gx  # [P]
-        pos_idx = (base[:, None] + torch.arange(per, device=raw.device) * hw).reshape(-1)  # [P*(5+C)]
-        picked = raw.reshape(-1).index_select(0, torch.cat((obj_idx, pos_idx)))  # faster than [] on the CPU
-        return picked[: len(obj_idx)].view(b, n_a, h, w), picked[len(obj_idx):].view(-1, per)
+        per = ch // self.num_anchors  # 5 + C
+        base = (tg.b * self.num_anchors + tg.a) * (per * h * w) + tg.gy * w + tg.gx  # [P]
+        return (base[:, None] + torch.arange(per, device=raw.device) * (h * w)).reshape(-1)
 
-    def conf_term(self, logits: Sequence[torch.Tensor], levels: Sequence[LevelTargets], num_pos: torch.Tensor) -> torch.Tensor:
+    def conf_term(self, x: torch.Tensor, levels: Sequence[LevelTargets], num_pos: torch.Tensor) -> torch.Tensor:
         """The objectness term: per level the BCE (or focal) over its kept cells (positives and
         non-ignored negatives), normalized (mean over the kept cells, or / num_pos), times the
-        level's balance and the objectness weight; summed over the levels.
+        level's balance and the objectness weight; summed over the levels. ``x``: the
+        objectness logits of every cell, per level ``[B, A, H, W]`` flattened, levels concatenated.
 
         One pass over every level's cells: the per-level factors become a weight per cell.
         """
@@ -451,7 +483,6 @@ class YOLOLoss(nn.Module):
             weight[start: start + k.numel()].mul_(scale[i])
             start += k.numel()
         obj = torch.cat([tg.obj_mask.reshape(-1) for tg in levels])
-        x = torch.cat([lg.reshape(-1) for lg in logits])
         if self.focal_loss:
             return _ObjectnessLoss.apply(x, obj, weight, self.focal_alpha, self.focal_gamma)
         return _ObjectnessLoss.apply(x, obj, weight, None, 0.0)

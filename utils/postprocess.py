@@ -40,12 +40,22 @@ def make_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch
     return torch.stack((xs, ys), -1)  # [H, W, 2]
 
 
+def decode_xy(txy: torch.Tensor, cell_xy: torch.Tensor, stride, scale_x_y=1.0) -> torch.Tensor:
+    """Box centres in input pixels from the xy logits and the cell offsets, element-wise on
+    broadcastable tensors (x and y in a last dimension of 2, or in separate rows alike)."""
+    return (txy.sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + cell_xy) * stride
+
+
+def decode_wh(twh: torch.Tensor, anchor_wh: torch.Tensor) -> torch.Tensor:
+    """Box sizes in input pixels from the wh logits and the anchors, element-wise on broadcastable tensors."""
+    return twh.clamp(max=WH_LOGIT_MAX).exp() * anchor_wh
+
+
 def decode(txy: torch.Tensor, twh: torch.Tensor, cell_xy: torch.Tensor, anchor_wh: torch.Tensor, stride: int,
            scale_x_y: float = 1.0) -> torch.Tensor:
     """The decode formula on broadcastable tensors: logits ``txy``, ``twh`` [..., 2], cell offsets
     ``cell_xy`` [..., 2] and anchors ``anchor_wh`` [..., 2] in input pixels -> boxes xyxy [..., 4]."""
-    xy = (txy.sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + cell_xy) * stride
-    wh = twh.clamp(max=WH_LOGIT_MAX).exp() * anchor_wh
+    xy, wh = decode_xy(txy, cell_xy, stride, scale_x_y), decode_wh(twh, anchor_wh)
     return torch.cat((xy - wh / 2, xy + wh / 2), -1)
 
 
