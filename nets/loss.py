@@ -190,9 +190,11 @@ class YOLOLoss(nn.Module):
         used = sorted({i for m in self.anchor_masks for i in m})
         self.register_buffer("anchor_used", torch.zeros(len(anchors), dtype=torch.bool).index_fill_(0, torch.tensor(used), True),
                              persistent=False)
-        for lvl, m in enumerate(self.anchor_masks):  # per-level anchor indices and (w, h), kept on the loss's device
-            self.register_buffer(f"mask{lvl}", torch.tensor(m), persistent=False)
+        for lvl, m in enumerate(self.anchor_masks):  # per-level anchors (w, h), kept on the loss's device
             self.register_buffer(f"anchors{lvl}", self.anchors[list(m)].clone(), persistent=False)
+        # every (level, anchor slot) of the masks: its anchor in the anchors file, its level, its slot
+        slots = [(k, lvl, a) for lvl, m in enumerate(self.anchor_masks) for a, k in enumerate(m)]
+        self.register_buffer("slots", torch.tensor(slots, dtype=torch.long).t().contiguous(), persistent=False)  # [3, E]
         # per-level values are given for strides 8, 16, 32; a level takes the entry of its stride
         level = [int(math.log2(s)) - 3 for s in self.strides]
         self.balance = [float(balance[i]) for i in level]
@@ -235,7 +237,7 @@ class YOLOLoss(nn.Module):
         (Darknet's iou_thresh). Two ground truths on one (image, anchor, cell): the larger
         shape IoU wins, ties to the earlier target; the losers are counted as collisions.
         """
-        preds = [split_anchors(o.float(), self.num_anchors) for o in outputs]  # [B, A, 5 + C, H, W] views
+        preds = [split_anchors(o, self.num_anchors) for o in outputs]  # [B, A, 5 + C, H, W] views, any float dtype
         device = preds[0].device
         batch = preds[0].shape[0]
         t = targets.to(device, torch.float32).reshape(-1, 6)
@@ -252,38 +254,47 @@ class YOLOLoss(nn.Module):
         if self.multi_anchor_iou is not None:
             chosen |= ious > self.multi_anchor_iou
 
-        overlapping = self._overlapping(preds, t, img)
+        overlapping = self._overlapping(preds, t, img)  # [N] over every level's cells, levels concatenated
+        # all levels at once, in a flat index over every level's cells: ((b * A + a) * H + y) * W + x + level offset
+        n_a = self.num_anchors
+        hws = [(p.shape[3], p.shape[4]) for p in preds]
+        sizes = [batch * n_a * h * w for h, w in hws]
+        geo = torch.tensor([[w for _, w in hws], [h for h, _ in hws], [sum(sizes[:i]) for i in range(len(sizes))]],
+                           device=device)  # [3, L]: width, height, offset
+        stride_l = torch.tensor(self.strides, dtype=torch.float32, device=device)
+        m_idx, e_idx = chosen.index_select(1, self.slots[0]).nonzero(as_tuple=True)  # candidates [N]: (target, slot)
+        k_idx, lv, a_idx = (v.index_select(0, e_idx) for v in self.slots)
+        iou = ious.view(-1).index_select(0, m_idx * ious.shape[1] + k_idx)  # shape IoU with its anchor [N]
+        w_c, h_c, off_c = (v.index_select(0, lv) for v in geo)
+        stride = stride_l.index_select(0, lv)
+        gx = torch.minimum((centre[:, 0].index_select(0, m_idx) / stride).long(), w_c - 1).clamp_(min=0)
+        gy = torch.minimum((centre[:, 1].index_select(0, m_idx) / stride).long(), h_c - 1).clamp_(min=0)
+        b = img.index_select(0, m_idx)
+        key = off_c + ((b * n_a + a_idx) * h_c + gy) * w_c + gx  # flat cell index [N]
+        cells = sum(sizes)
+        best = torch.full((cells,), -2.0, device=device).scatter_reduce(0, key, iou, "amax")
+        top = iou == best.index_select(0, key)
+        first = torch.full((cells,), len(t), device=device).scatter_reduce(0, key, torch.where(top, m_idx, len(t)), "amin")
+        win = top & (m_idx == first.index_select(0, key))  # [N]; exactly one winner per occupied cell
+        obj = torch.zeros(cells, dtype=torch.bool, device=device).index_fill_(0, key[win], True)
+        ignore = overlapping & ~obj
+        # the winners by level (stable: in target order within a level), then one LevelTargets per level
+        order = win.nonzero().squeeze(1)
+        order = order.index_select(0, torch.sort(lv.index_select(0, order), stable=True).indices)
+        counts = torch.bincount(lv.index_select(0, order), minlength=len(preds)).tolist()
+        m_win = m_idx.index_select(0, order)
+        fields = [v.index_select(0, order) for v in (b, a_idx, gy, gx)]  # b, a, gy, gx
+        fields += [t.index_select(0, m_win)[:, 2:6], cls.index_select(0, m_win)]  # boxes, classes
         levels = []
-        collisions = torch.zeros((), dtype=torch.long, device=device)
-        ignored = torch.zeros((), dtype=torch.long, device=device)
-        for lvl, pred in enumerate(preds):
-            _, n_a, _, h, w = pred.shape
-            mask = getattr(self, f"mask{lvl}")
-            m_idx, a_idx = chosen[:, mask].nonzero(as_tuple=True)  # candidates [N]
-            iou = ious[m_idx, mask[a_idx]]  # [N]
-            gx = (centre[m_idx, 0] / self.strides[lvl]).long().clamp_(0, w - 1)
-            gy = (centre[m_idx, 1] / self.strides[lvl]).long().clamp_(0, h - 1)
-            b = img[m_idx]
-            key = ((b * n_a + a_idx) * h + gy) * w + gx  # flat cell index [N]
-            cells = batch * n_a * h * w
-            best = torch.full((cells,), -2.0, device=device).scatter_reduce(0, key, iou, "amax")
-            top = iou == best[key]
-            first = torch.full((cells,), len(t), device=device).scatter_reduce(
-                0, key, torch.where(top, m_idx, len(t)), "amin")
-            win = top & (m_idx == first[key])  # [N]; exactly one winner per occupied cell
-            collisions += (~win).sum()
-            key, m_win = key[win], m_idx[win]
-            obj_mask = torch.zeros(cells, dtype=torch.bool, device=device).index_fill_(0, key, True).view(batch, n_a, h, w)
-            ignore_mask = overlapping[lvl] & ~obj_mask
-            ignored += ignore_mask.sum()
-            levels.append(LevelTargets(obj_mask, ignore_mask, b[win], a_idx[win], gy[win], gx[win],
-                                       t[m_win, 2:6], cls[m_win]))
-        num_pos = sum(lv.obj_mask.sum() for lv in levels)
-        stats = {"num_pos": num_pos, "collisions": collisions, "ignored": ignored, "invalid_targets": invalid}
+        for (h, w), obj_l, ign_l, *per in zip(hws, obj.split(sizes), ignore.split(sizes), *(f.split(counts) for f in fields),
+                                            strict=True):
+            levels.append(LevelTargets(obj_l.view(batch, n_a, h, w), ign_l.view(batch, n_a, h, w), *per))
+        stats = {"num_pos": win.sum(), "collisions": (~win).sum(), "ignored": ignore.sum(), "invalid_targets": invalid}
         return Assignment(levels, stats)
 
-    def _overlapping(self, preds: Sequence[torch.Tensor], t: torch.Tensor, img: torch.Tensor) -> list[torch.Tensor]:
-        """Per level ``[B, A, H, W]``: cells whose decoded box has IoU > ignore_thresh with a ground truth of its image.
+    def _overlapping(self, preds: Sequence[torch.Tensor], t: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        """Cells whose decoded box has IoU > ignore_thresh with a ground truth of its image: ``[N]`` over
+        every level's cells (each level ``[B, A, H, W]`` flattened, levels concatenated).
 
         ``preds``: per level ``[B, A, 5 + C, H, W]``; ``t [M, 6]`` valid targets, ``img [M]`` their image indices.
 
@@ -293,13 +304,13 @@ class YOLOLoss(nn.Module):
         strictly inside the ground truth (were it outside along y, the intersection would be
         at most half the box's height times its width), and a cell's prediction can only be
         centred within ``(s - 1) / 2`` cells of the cell. Of those (ground truth, cell, anchor)
-        triples, only the ones whose areas are within a factor ignore_thresh of each other
-        (IoU <= smaller area / larger area) get an IoU. All levels go through one pass, in a
-        flat index over every level's cells. Below 0.5 every cell is compared with every box
-        of its image.
+        triples, only the ones whose predicted width and height are each within a factor
+        ignore_thresh of the ground truth's get a decoded box and an IoU (see below why IoU >
+        thresh needs that). All levels go through one pass, in a flat index over every level's
+        cells. Below 0.5 every cell is compared with every box of its image.
         """
         if self.ignore_thresh < 0.5 or len(t) == 0:
-            return [self._overlapping_dense(lvl, pred, t, img) for lvl, pred in enumerate(preds)]
+            return torch.cat([self._overlapping_dense(lvl, pred, t, img).reshape(-1) for lvl, pred in enumerate(preds)])
         batch, n_a = preds[0].shape[:2]
         dev = t.device
         i32 = torch.int32  # index arithmetic in int32: several times faster than int64 on the CPU
@@ -313,7 +324,8 @@ class YOLOLoss(nn.Module):
         for i, (pred, (h, w), off, n) in enumerate(zip(preds, hws, offsets, sizes, strict=True)):
             txy[2 * off: 2 * (off + n)].view(batch, n_a, 2, h, w).copy_(pred[:, :, :2])
             for c, out in ((0, pw), (1, ph)):
-                out[off: off + n].view(batch, n_a, h, w).copy_(decode_wh(pred[:, :, 2 + c], anchors_l[i, :, c, None, None]))
+                side = decode_wh(pred[:, :, 2 + c].float(), anchors_l[i, :, c, None, None])  # [B, A, H, W]
+                out[off: off + n].view_as(side).copy_(side)
         # Below, every table is component-major (one contiguous vector per quantity): element-wise
         # ops on the columns of an [N, k] tensor are several times slower on the CPU.
         # One row per (level, ground truth), level-major: the range of cells its predictions could come from.
@@ -352,7 +364,7 @@ class YOLOLoss(nn.Module):
             # bounds widened by 1e-6 so that rounding cannot drop a pair that passes the exact test
             ok = (pair > gt_side * (th * (1 - 1e-6))) & (pair < gt_side * ((1 + 1e-6) / th))  # NaN: False
             near = ok if near is None else near.logical_and_(ok)
-        # the (pair, anchor) candidates [Q] that pass the area test get a decoded box and an IoU
+        # the (pair, anchor) candidates [Q] that pass the size test get a decoded box and an IoU
         nz = near.view(-1).nonzero().squeeze(1)  # into [A, P]
         n_p = len(row)
         a_q = sum((nz >= k * n_p).long() for k in range(1, n_a))  # nz // P, without a division
@@ -373,8 +385,7 @@ class YOLOLoss(nn.Module):
         wh = torch.stack((pw.index_select(0, flat), ph.index_select(0, flat)))  # [2, Q]
         boxes = torch.cat((xy - wh / 2, xy + wh / 2))  # [4, Q]
         hit = bbox_iou(boxes.t(), torch.stack([v.index_select(0, r) for v in gt]).t()) > th  # [Q]
-        out = torch.zeros(sum(sizes), dtype=torch.bool, device=dev).index_fill_(0, flat.masked_select(hit).long(), True)
-        return [v.view(batch, n_a, h, w) for v, (h, w) in zip(out.split(sizes), hws, strict=True)]
+        return torch.zeros(sum(sizes), dtype=torch.bool, device=dev).index_fill_(0, flat.masked_select(hit).long(), True)
 
     def _overlapping_dense(self, lvl: int, pred: torch.Tensor, t: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
         """``_overlapping`` for one level, every cell against every ground truth of its image."""
@@ -382,8 +393,8 @@ class YOLOLoss(nn.Module):
         if len(t) == 0:
             return torch.zeros(batch, n_a, h, w, dtype=torch.bool, device=pred.device)
         stride, sxy = self.strides[lvl], self.scale_x_y[lvl]
-        boxes = decode_boxes(pred[:, :, :4].permute(0, 1, 3, 4, 2), self.level_anchors(lvl), stride, sxy)  # [B, A, H, W, 4]
-        boxes = boxes.reshape(batch, -1, 4)  # [B, A*H*W, 4]
+        box_logits = pred[:, :, :4].float().permute(0, 1, 3, 4, 2)  # [B, A, H, W, 4]
+        boxes = decode_boxes(box_logits, self.level_anchors(lvl), stride, sxy).reshape(batch, -1, 4)  # [B, A*H*W, 4]
         gt_boxes, gt_valid = self._per_image(t, img, batch)  # [B, G, 4], [B, G]
         overlap = bbox_iou(boxes[:, :, None], gt_boxes[:, None]).masked_fill(~gt_valid[:, None], 0.0)  # [B, A*H*W, G]
         return (overlap.amax(2) > self.ignore_thresh).view(batch, n_a, h, w)  # NaN compares False
