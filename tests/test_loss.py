@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from nets.loss import YOLOLoss, _ObjectnessLoss, focal_bce
+from nets.loss import YOLOLoss, _BCEWithLogits, _ObjectnessLoss, focal_bce
 from nets.yolo import build_model
 from utils.config import read_anchors
 from utils.postprocess import decode_boxes, to_per_anchor
@@ -332,6 +332,21 @@ def test_objectness_closed_form_gradient_on_extreme_logits(alpha: float | None, 
         ref = sigmoid_focal_loss(ref_x[kept], positive[kept].float(), alpha, gamma, reduction="sum")
     ref.backward()
     torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(x.grad, ref_x.grad)
+
+
+def test_class_bce_closed_form_equals_torch_on_extreme_logits() -> None:
+    # logits from -100 to 100 (0 included) against hard and smoothed targets: values and gradients equal
+    # autograd through F.binary_cross_entropy_with_logits, also where sigmoid rounds to 0 or 1
+    logits = torch.cat((torch.linspace(-100, 100, 41), torch.randn(200, generator=torch.Generator().manual_seed(1)) * 4))
+    target = torch.tensor([0.0, 1.0, 0.05, 0.95, 0.5]).repeat(len(logits) // 5 + 1)[: len(logits)]
+    x, ref_x = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    got = _BCEWithLogits.apply(x, target)
+    ref = F.binary_cross_entropy_with_logits(ref_x, target, reduction="none")
+    torch.testing.assert_close(got, ref)
+    weights = torch.rand(len(logits), generator=torch.Generator().manual_seed(2))
+    (got * weights).sum().backward()
+    (ref * weights).sum().backward()
     torch.testing.assert_close(x.grad, ref_x.grad)
 
 
