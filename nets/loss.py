@@ -364,47 +364,48 @@ class YOLOLoss(nn.Module):
         x1 = torch.minimum(torch.floor(gt[2] / stride + margin).to(i32).clamp_(min=0), w_r - 1)
         y0 = torch.minimum(torch.floor(gt[1] / stride - margin).to(i32).clamp_(min=0), h_r - 1)
         y1 = torch.minimum(torch.floor(gt[3] / stride + margin).to(i32).clamp_(min=0), h_r - 1)
-        nx = x1 - x0 + 1
-        count = nx * (y1 - y0 + 1)  # cells per row
-        start = torch.cumsum(count, 0, dtype=i32) - count  # the row's first pair
+        nx, ny = x1 - x0 + 1, y1 - y0 + 1
         plane = img.to(i32).repeat(n_lv) * n_a  # b * A
-        base = off_r + plane * hw_r + y0 * w_r + x0  # flat index of the range's first cell, anchor 0
-        # (row, cell) pairs [P]; pair p of a row is its cell k = p - start = dy * nx + dx, at flat index
-        # base + dy * w + dx = (base - start) + p + dy * (w - nx). index_select throughout: several times
-        # faster than advanced indexing on the CPU.
-        row = torch.repeat_interleave(torch.arange(len(lv), device=dev), count)  # [P]
-        start_p, nx_p, c0, c1, hw_p = (v.index_select(0, row) for v in (start, nx, base - start, w_r - nx, hw_r))
-        p = torch.arange(len(row), dtype=i32, device=dev)
-        dy = torch.div(p - start_p, nx_p, rounding_mode="floor")
-        cell = torch.arange(n_a, dtype=i32, device=dev)[:, None] * hw_p + (c0 + p + dy * c1)  # [A, P] flat
+        # One line per (row, y in the range): the range's cells of that y are nx consecutive flat indices.
+        # index_select throughout: several times faster than advanced indexing on the CPU.
+        line_row = torch.repeat_interleave(torch.arange(len(lv), device=dev), ny)  # [Ln]
+        first_line = torch.cumsum(ny, 0, dtype=i32) - ny
+        x0_l, y0_l, first_l, nx_l, w_l, hw_l, off_l, plane_l = (
+            v.index_select(0, line_row) for v in (x0, y0, first_line, nx, w_r, hw_r, off_r, plane))
+        y_l = y0_l + torch.arange(len(line_row), dtype=i32, device=dev) - first_l
+        base_l = off_l + plane_l * hw_l + y_l * w_l + x0_l  # flat index of the line's first cell, anchor 0
+        start_l = torch.cumsum(nx_l, 0, dtype=i32) - nx_l  # the line's first pair
+        # (line, cell) pairs [P]: pair p is the line's cell dx = p - start, at flat index base + dx
+        line = torch.repeat_interleave(torch.arange(len(line_row), device=dev), nx_l)  # [P]
+        p = torch.arange(len(line), dtype=i32, device=dev)
+        cell0 = (base_l - start_l).index_select(0, line) + p
+        cell = torch.arange(n_a, dtype=i32, device=dev)[:, None] * hw_l.index_select(0, line) + cell0  # [A, P] flat
         # IoU > thresh needs each side within a factor thresh of the ground truth's (w > thresh W, as
         # I <= w min(h, H) and I (1 + thresh) > thresh (w h + W H); and W > thresh w alike)
         th = self.ignore_thresh
         near = None
         for side, lo, hi in ((pw, 0, 2), (ph, 1, 3)):
             pair = side.index_select(0, cell.view(-1)).view_as(cell)  # [A, P]
-            gt_side = (gt[hi] - gt[lo]).index_select(0, row)  # [P]
+            gt_side = (gt[hi] - gt[lo]).index_select(0, line_row).index_select(0, line)  # [P]
             # bounds widened by 1e-6 so that rounding cannot drop a pair that passes the exact test
             ok = (pair > gt_side * (th * (1 - 1e-6))) & (pair < gt_side * ((1 + 1e-6) / th))  # NaN: False
             near = ok if near is None else near.logical_and_(ok)
         # the (pair, anchor) candidates [Q] that pass the size test get a decoded box and an IoU
         nz = near.view(-1).nonzero().squeeze(1)  # into [A, P]
-        n_p = len(row)
+        n_p = len(line)
         a_q = sum((nz >= k * n_p).long() for k in range(1, n_a))  # nz // P, without a division
         p_q = nz - a_q * n_p
         flat = cell.view(-1).index_select(0, nz)  # [Q]
-        r = row.index_select(0, p_q)
-        k = p_q.to(i32) - start.index_select(0, r)
-        x0q, y0q, nxq, wq, hwq, offq, planeq = (v.index_select(0, r) for v in (x0, y0, nx, w_r, hw_r, off_r, plane))
-        dyq = torch.div(k, nxq, rounding_mode="floor")
-        xq, yq = x0q + (k - dyq * nxq), y0q + dyq
+        l_q = line.index_select(0, p_q)
+        start_q, x0_q, y_q, hw_q, w_q, off_q, plane_q, r = (
+            v.index_select(0, l_q) for v in (start_l, x0_l, y_l, hw_l, w_l, off_l, plane_l, line_row))
+        x_q = x0_q + (p_q.to(i32) - start_q)
         # logit c of the cell in ``txy``: 2 * (level offset + plane (b * A + a) * H * W) + c * H * W + y * W + x
-        channel = torch.arange(2, dtype=i32, device=dev)[:, None] * hwq  # [2, Q]
-        xy_idx = (2 * (offq + (planeq + a_q.to(i32)) * hwq) + yq * wq + xq) + channel
+        channel = torch.arange(2, dtype=i32, device=dev)[:, None] * hw_q  # [2, Q]
+        xy_idx = (2 * (off_q + (plane_q + a_q.to(i32)) * hw_q) + y_q * w_q + x_q) + channel
         txy_q = txy.index_select(0, xy_idx.view(-1)).view(2, -1)  # [2, Q]: tx, ty
-        lq = lv.index_select(0, r)
-        s_q, sxy_q = (v.index_select(0, lq) for v in per_level)
-        xy = decode_xy(txy_q, torch.stack((xq, yq)), s_q, sxy_q)  # [2, Q]
+        s_q, sxy_q = (v.index_select(0, lv.index_select(0, r)) for v in per_level)
+        xy = decode_xy(txy_q, torch.stack((x_q, y_q)), s_q, sxy_q)  # [2, Q]
         wh = torch.stack((pw.index_select(0, flat), ph.index_select(0, flat)))  # [2, Q]
         boxes = torch.cat((xy - wh / 2, xy + wh / 2))  # [4, Q]
         hit = bbox_iou(boxes.t(), torch.stack([v.index_select(0, r) for v in gt]).t()) > th  # [Q]
