@@ -98,6 +98,11 @@ def table(r: dict) -> str:
                          f"{steps}; float32 {c['speedup_fp32_over_plain']}x, best {c['speedup_over_plain']}x the plain step"))
             rows.append((f"train step {c['model']}: fraction of the conv rate (forward + backward); loss share",
                          f"{fractions}; loss {100 * c['loss_share']:.1f}% of the step"))
+            if "fraction_of_conv_rate_fp32_convs_only" in c:
+                rows.append((f"train step {c['model']}, ceiling: the same convolutions alone, no BN or activation "
+                             "(float32 channels_last)",
+                             f"{c['convs_only']['images_per_s']} images/s, "
+                             f"{c['fraction_of_conv_rate_fp32_convs_only']['forward_backward']:.2f} of the conv rate"))
         if "peak_rss_mb_yolov4_b8_416" in t:
             rows.append(("peak RSS, yolov4 train step 416 b8", f"{t['peak_rss_mb_yolov4_b8_416']:.0f} MB"))
     if "infer" in r:

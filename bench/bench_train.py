@@ -10,7 +10,12 @@ bench_data). Cases: yolov4 at 416, batch 4, and yolov4-tiny at 416, batch 16; ea
   baseline), the optimizer's per-parameter loop (``foreach=False``);
 - ``tuned``: the loss of nets/loss.py and the optimizer's multi-tensor step (``foreach=True``),
   in NCHW and in channels_last; and, on a CPU with bfloat16 instructions (AVX512-BF16, AMX),
-  channels_last under bf16 autocast (``train.amp=bf16``).
+  channels_last under bf16 autocast (``train.amp=bf16``);
+- ``convs_only`` (a ceiling, not a way to train): the channels_last float32 step with every
+  BatchNorm and activation replaced by the identity (convolutions re-initialized to keep the
+  activations' scale), so the same convolutions and nothing else between them. Its rate over the
+  convolution's bounds what any step of this network can reach with BN and activations costing
+  nothing.
 
 Timed in alternation (a slow spell of a shared machine hits every variant alike); the medians
 are reported. ``achieved_gflops_per_s`` counts forward + backward as 3 x the forward FLOPs
@@ -40,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_loss import LoopAssignLoss, loss_step, make_inputs  # noqa: E402
 from bench.bench_model import matmul_gflops_per_s  # noqa: E402
 from bench.common import emit, median_ms, median_ms_interleaved  # noqa: E402
+from nets.common import ConvBNAct  # noqa: E402
 from nets.loss import YOLOLoss  # noqa: E402
 from nets.yolo import build_model, model_summary  # noqa: E402
 from utils.config import REPO_ROOT, read_anchors  # noqa: E402
@@ -70,10 +76,22 @@ def _conv_call(x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype, backward: b
         y.backward(torch.ones_like(y))
 
 
+def convs_only(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every BatchNorm and activation of its ConvBNAct blocks replaced by the identity, and
+    the convolutions re-initialized for unit gain (so that activations neither explode nor turn denormal)."""
+    for block in model.modules():
+        if isinstance(block, ConvBNAct):
+            block.bn, block.act = torch.nn.Identity(), torch.nn.Identity()
+            torch.nn.init.kaiming_normal_(block.conv.weight, nonlinearity="linear")
+    return model
+
+
 def make_step(name: str, size: int, batch: int, plain: bool, channels_last: bool = False,
-              amp: torch.dtype | None = None):
+              amp: torch.dtype | None = None, strip: bool = False):
     torch.manual_seed(0)
     model = build_model(name, CLASSES).train()
+    if strip:
+        convs_only(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     anchors = read_anchors(REPO_ROOT / "model_data" / ANCHORS[name])
@@ -113,13 +131,14 @@ def bench_case(name: str, size: int, batch: int, runs: int, bf16: bool) -> dict:
     if bf16:
         variants["tuned_channels_last_bf16"] = make_step(name, size, batch, plain=False, channels_last=True,
                                                          amp=torch.bfloat16)
+    variants["convs_only"] = make_step(name, size, batch, plain=False, channels_last=True, strip=True)
     ms = median_ms_interleaved({k: v[0] for k, v in variants.items()}, dict.fromkeys(variants, runs), warmup=1)
     out = {"model": name, "input_size": size, "batch": batch, "gflop_per_step": round(gflops, 1)}
     for k, v in ms.items():
         out[k] = {"step_ms": round(v, 1), "images_per_s": round(batch / (v / 1e3), 3),
                   "achieved_gflops_per_s": round(gflops / (v / 1e3), 1)}
     best_fp32 = min(("tuned", "tuned_channels_last"), key=lambda k: ms[k])
-    best = min((k for k in ms if k != "plain"), key=lambda k: ms[k])
+    best = min((k for k in ms if k not in ("plain", "convs_only")), key=lambda k: ms[k])
     out["best_fp32"], out["best"] = best_fp32, best
     out["speedup_fp32_over_plain"] = round(ms["plain"] / ms[best_fp32], 3)
     out["speedup_over_plain"] = round(ms["plain"] / ms[best], 3)
@@ -171,10 +190,12 @@ def main(argv: list[str] | None = None) -> dict:
         name, batch = case.split(":")
         c = bench_case(name, args.size, int(batch), args.runs, bf16)
         c["fraction_of_matmul_rate"] = round(c[c["best_fp32"]]["achieved_gflops_per_s"] / result["matmul_gflops_per_s"], 3)
-        for precision, variant in (("fp32", c["best_fp32"]), ("bf16", "tuned_channels_last_bf16")):
-            if precision in conv:  # the step's rate over the convolution's, both in this precision
+        steps = (("fp32", c["best_fp32"]), ("bf16", "tuned_channels_last_bf16"), ("fp32_convs_only", "convs_only"))
+        for precision, variant in steps:
+            reference = conv.get(precision.split("_")[0])
+            if reference:  # the step's rate over the convolution's, both in this precision
                 rate = c[variant]["achieved_gflops_per_s"]
-                c[f"fraction_of_conv_rate_{precision}"] = {k: round(rate / v, 3) for k, v in conv[precision].items()}
+                c[f"fraction_of_conv_rate_{precision}"] = {k: round(rate / v, 3) for k, v in reference.items()}
         result["cases"].append(c)
     if args.rss:
         result["peak_rss_mb_yolov4_b8_416"] = peak_rss_mb(args.size, 8)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import __main__ as suite
 from bench import bench_infer, bench_train
@@ -45,6 +46,21 @@ def test_targets_are_judged_from_the_ratios() -> None:
     assert "fp32 0.70 (0.60 of the forward rate)" in md
 
 
+def test_convs_only_keeps_the_convolutions_and_drops_the_rest() -> None:
+    model = build_model("yolov4-tiny", 20)
+    convs = [m.weight.shape for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    bench_train.convs_only(model)
+    assert [m.weight.shape for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == convs
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.LeakyReLU, torch.nn.Mish)) for m in model.modules())
+    assert model_summary(model, 64)["gflops"] == model_summary(build_model("yolov4-tiny", 20), 64)["gflops"]
+    # unit-gain convolutions: a map keeps its scale through the backbone (no vanishing to denormals)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        y = model.backbone(x) if hasattr(model, "backbone") else model(x)[0]
+    feats = y if isinstance(y, (list, tuple)) else [y]
+    assert all(0.05 < float(f.std()) < 20 for f in feats)
+
+
 def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
     r = bench_train.main(["--runs", "1", "--size", "64", "--cases", "yolov4-tiny:2", "--no-rss", "--bf16", "--json", str(out)])
@@ -56,10 +72,12 @@ def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
     best = case[case["best"]]
     assert abs(best["achieved_gflops_per_s"] * best["step_ms"] / 1e3 - 3 * 2 * forward) < 0.05
     assert json.loads(out.read_text())["bench"] == "train"
-    for precision, variant in (("fp32", case["best_fp32"]), ("bf16", "tuned_channels_last_bf16")):
-        rate = r["conv_gflops_per_s"][precision]["forward_backward"]  # the step against the conv of its precision
+    for precision, variant, ref in (("fp32", case["best_fp32"], "fp32"), ("bf16", "tuned_channels_last_bf16", "bf16"),
+                                    ("fp32_convs_only", "convs_only", "fp32")):
+        rate = r["conv_gflops_per_s"][ref]["forward_backward"]  # the step against the conv of its precision
         assert case[f"fraction_of_conv_rate_{precision}"]["forward_backward"] == pytest.approx(
             case[variant]["achieved_gflops_per_s"] / rate, abs=2e-3)
+    assert case["best"] != "convs_only"  # a ceiling, never the step train.py takes
     assert case["speedup_bf16_over_plain"] == pytest.approx(
         case["plain"]["step_ms"] / case["tuned_channels_last_bf16"]["step_ms"], rel=2e-3)
     r = bench_infer.main(["--runs", "1", "--size", "64", "--batch", "2", "--models", "yolov4-tiny", "--bf16"])
