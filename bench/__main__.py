@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = {
     "model": (bench_model.main, ["--runs", "10"], ["--runs", "3"]),
     "loss": (bench_loss.main, ["--runs", "20", "--model-runs", "2"], ["--runs", "6", "--model-runs", "1"]),
-    "train": (bench_train.main, ["--runs", "3"], ["--runs", "2"]),
+    "train": (bench_train.main, ["--runs", "5"], ["--runs", "2"]),
     "infer": (bench_infer.main, ["--runs", "10"], ["--runs", "4"]),
     "data": (bench_data.main, [], ["--images", "100"]),
     "eval": (bench_eval.main, [], ["--images", "1000"]),
@@ -91,8 +91,10 @@ def table(r: dict) -> str:
         for c in t["cases"]:
             steps = " / ".join(f"{k} {c[k]['images_per_s']}" for k in
                                ("plain", "tuned", "tuned_channels_last", "tuned_channels_last_bf16") if k in c)
-            fractions = "; ".join(f"{p} {c[f'fraction_of_conv_rate_{p}']['forward_backward']:.2f} "
-                                  f"({c[f'fraction_of_conv_rate_{p}']['forward']:.2f} of the forward rate)"
+            beside = c.get("conv_forward_backward_gflops_per_s", {})  # the conv timed in alternation with the steps
+            fractions = "; ".join(f"{p} {c[f'fraction_of_conv_rate_{p}']['forward_backward']:.2f}"
+                                  + (f" of {beside[p]} GFLOP/s" if p in beside else "")
+                                  + f" ({c[f'fraction_of_conv_rate_{p}']['forward']:.2f} of the forward rate)"
                                   for p in ("fp32", "bf16") if f"fraction_of_conv_rate_{p}" in c)
             rows.append((f"train step {c['model']} {c['input_size']} b{c['batch']} (images/s)",
                          f"{steps}; float32 {c['speedup_fp32_over_plain']}x, best {c['speedup_over_plain']}x the plain step"))

@@ -22,7 +22,8 @@ are reported. ``achieved_gflops_per_s`` counts forward + backward as 3 x the for
 (nets.yolo.model_summary), next to the rate of a large float32 matmul and of a large 3x3
 convolution measured in the same run: the convolution's forward alone, and its forward +
 backward counted the same way as the step (3 x forward), each in its faster layout, in float32
-and in bfloat16. A step is compared with the convolution of its own precision.
+and in bfloat16. A step is compared with the convolution of its own precision, forward +
+backward, timed again in alternation with the steps (``conv_forward_backward_gflops_per_s``).
 ``loss_share`` is the loss's forward + backward on the same maps over the step. ``peak_rss_mb``:
 the peak resident memory of a fresh process that runs yolov4 training steps at batch 8, 416.
 """
@@ -34,6 +35,7 @@ import json
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -53,18 +55,21 @@ from utils.engine import build_optimizer, cpu_has_native_bf16  # noqa: E402
 
 CLASSES = 20
 ANCHORS = {"yolov4": "yolo_anchors.txt", "yolov4-tiny": "yolo_tiny_anchors.txt"}
+CONV_FLOP = 2 * 8 * 256 * 256 * 9 * 52 * 52  # the reference convolution's forward
 
 
-def conv_gflops_per_s(dtype: torch.dtype = torch.float32, backward: bool = False, runs: int = 5) -> float:
-    """Rate of a large 3x3 convolution (256 -> 256 channels, 52 x 52, batch 8, as in yolov4's neck), the
-    faster of NCHW and channels_last: the forward alone, or forward + backward counted as 3 x forward."""
-    forward_flop = 2 * 8 * 256 * 256 * 9 * 52 * 52
-    best = 0.0
+def conv_reference(dtype: torch.dtype = torch.float32, backward: bool = False,
+                   runs: int = 5) -> tuple[float, Callable[[], None]]:
+    """Rate (GFLOP/s) of a large 3x3 convolution (256 -> 256 channels, 52 x 52, batch 8, as in yolov4's neck)
+    in the faster of NCHW and channels_last: the forward alone, or forward + backward counted as 3 x forward;
+    and the call in that layout, to time again beside the steps."""
+    best: tuple[float, Callable[[], None]] = (0.0, lambda: None)
     for layout in (torch.contiguous_format, torch.channels_last):
         x = torch.randn(8, 256, 52, 52).contiguous(memory_format=layout).requires_grad_(backward)
         w = torch.randn(256, 256, 3, 3).contiguous(memory_format=layout).requires_grad_(backward)
-        ms = median_ms(partial(_conv_call, x, w, dtype, backward), runs)
-        best = max(best, (3 if backward else 1) * forward_flop / (ms / 1e3) / 1e9)
+        call = partial(_conv_call, x, w, dtype, backward)
+        rate = (3 if backward else 1) * CONV_FLOP / (median_ms(call, runs) / 1e3) / 1e9
+        best = max(best, (rate, call), key=lambda r: r[0])
     return best
 
 
@@ -123,7 +128,10 @@ def loss_ms(loss_fn, model, x, targets, runs: int) -> float:
     return median_ms(loss_step(loss_fn, maps, targets)[0], runs)
 
 
-def bench_case(name: str, size: int, batch: int, runs: int, bf16: bool) -> dict:
+def bench_case(name: str, size: int, batch: int, runs: int, bf16: bool, conv: dict[str, dict] | None = None) -> dict:
+    """``conv``: per precision, the reference convolution's forward rate and its forward + backward call
+    (from conv_reference); the call is timed again in alternation with the steps (3 x ``runs``), and each
+    step's rate is given as a fraction of the rate of its precision's convolution measured beside it."""
     gflops = model_summary(build_model(name, CLASSES), size)["gflops"] * batch * 3  # forward + backward per step
     variants = {"plain": make_step(name, size, batch, plain=True),
                 "tuned": make_step(name, size, batch, plain=False),
@@ -132,8 +140,12 @@ def bench_case(name: str, size: int, batch: int, runs: int, bf16: bool) -> dict:
         variants["tuned_channels_last_bf16"] = make_step(name, size, batch, plain=False, channels_last=True,
                                                          amp=torch.bfloat16)
     variants["convs_only"] = make_step(name, size, batch, plain=False, channels_last=True, strip=True)
-    ms = median_ms_interleaved({k: v[0] for k, v in variants.items()}, dict.fromkeys(variants, runs), warmup=1)
-    out = {"model": name, "input_size": size, "batch": batch, "gflop_per_step": round(gflops, 1)}
+    conv = conv or {}
+    calls = {k: v[0] for k, v in variants.items()} | {f"conv_{p}": r["forward_backward_call"] for p, r in conv.items()}
+    ms = median_ms_interleaved(calls, {k: runs if k in variants else 3 * runs for k in calls}, warmup=1)
+    conv_rates = {p: 3 * CONV_FLOP / (ms.pop(f"conv_{p}") / 1e3) / 1e9 for p in conv}
+    out = {"model": name, "input_size": size, "batch": batch, "gflop_per_step": round(gflops, 1),
+           "conv_forward_backward_gflops_per_s": {p: round(v, 1) for p, v in conv_rates.items()}}
     for k, v in ms.items():
         out[k] = {"step_ms": round(v, 1), "images_per_s": round(batch / (v / 1e3), 3),
                   "achieved_gflops_per_s": round(gflops / (v / 1e3), 1)}
@@ -144,6 +156,13 @@ def bench_case(name: str, size: int, batch: int, runs: int, bf16: bool) -> dict:
     out["speedup_over_plain"] = round(ms["plain"] / ms[best], 3)
     if bf16:
         out["speedup_bf16_over_plain"] = round(ms["plain"] / ms["tuned_channels_last_bf16"], 3)
+    steps = (("fp32", best_fp32), ("bf16", "tuned_channels_last_bf16"), ("fp32_convs_only", "convs_only"))
+    for precision, variant in steps:
+        base = precision.split("_")[0]
+        if base in conv and variant in ms:  # the step's rate over the convolution's, both in this precision
+            rate = gflops / (ms[variant] / 1e3)
+            out[f"fraction_of_conv_rate_{precision}"] = {"forward": round(rate / conv[base]["forward"], 3),
+                                                         "forward_backward": round(rate / conv_rates[base], 3)}
     _, loss_fn, model, x, targets = variants[best]
     out["loss_ms"] = round(loss_ms(loss_fn, model, x, targets, max(runs, 5)), 2)
     out["loss_share"] = round(out["loss_ms"] / ms[best], 4)
@@ -178,24 +197,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     bf16 = args.bf16 if args.bf16 is not None else cpu_has_native_bf16()
-    conv = {"fp32": {"forward": conv_gflops_per_s(), "forward_backward": conv_gflops_per_s(backward=True)}}
-    if bf16:
-        conv["bf16"] = {"forward": conv_gflops_per_s(torch.bfloat16),
-                        "forward_backward": conv_gflops_per_s(torch.bfloat16, backward=True)}
+    conv = {}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))[: 2 if bf16 else 1]:
+        forward, _ = conv_reference(dtype)
+        forward_backward, call = conv_reference(dtype, backward=True)
+        conv[precision] = {"forward": forward, "forward_backward": forward_backward, "forward_backward_call": call}
     result: dict = {"bench": "train", "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "matmul_gflops_per_s": round(matmul_gflops_per_s(2048), 1),
-                    "conv_gflops_per_s": {p: {k: round(v, 1) for k, v in r.items()} for p, r in conv.items()},
+                    "conv_gflops_per_s": {p: {k: round(r[k], 1) for k in ("forward", "forward_backward")}
+                                          for p, r in conv.items()},
                     "cases": []}
     for case in args.cases:
         name, batch = case.split(":")
-        c = bench_case(name, args.size, int(batch), args.runs, bf16)
+        c = bench_case(name, args.size, int(batch), args.runs, bf16, conv)
         c["fraction_of_matmul_rate"] = round(c[c["best_fp32"]]["achieved_gflops_per_s"] / result["matmul_gflops_per_s"], 3)
-        steps = (("fp32", c["best_fp32"]), ("bf16", "tuned_channels_last_bf16"), ("fp32_convs_only", "convs_only"))
-        for precision, variant in steps:
-            reference = conv.get(precision.split("_")[0])
-            if reference:  # the step's rate over the convolution's, both in this precision
-                rate = c[variant]["achieved_gflops_per_s"]
-                c[f"fraction_of_conv_rate_{precision}"] = {k: round(rate / v, 3) for k, v in reference.items()}
         result["cases"].append(c)
     if args.rss:
         result["peak_rss_mb_yolov4_b8_416"] = peak_rss_mb(args.size, 8)
