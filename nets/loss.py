@@ -116,38 +116,60 @@ class _ObjectnessLoss(torch.autograd.Function):
 
 
 class _GatherMaps(torch.autograd.Function):
-    """From the raw maps ``[B, A * (5 + C), H, W]`` of every level: the objectness logits of all
-    cells as one flat vector (per level ``[B, A, H, W]``, levels concatenated) and, per level, all
-    channels of its positives ``[P, 5 + C]`` (flat indices ``pos_idx [P * (5 + C)]``).
+    """From the raw maps ``[B, A * (5 + C), H, W]`` of every level, NCHW or channels_last: the objectness
+    logits of all cells as one flat vector (per level ``[B, A, H, W]``, levels concatenated) and, per
+    level, all channels of its positives ``[P, 5 + C]``; ``cells``: per level the positives' ``(b, a, gy, gx)``.
 
-    The objectness channel is a strided copy, not an indexed gather, and the backward pass
-    builds each map's gradient in one buffer (one zero fill, a strided copy, one index_add for
-    the positives) in the map's dtype.
+    The objectness channel is a strided copy, not an indexed gather; the positives are one
+    index_select from the map's storage. The backward pass builds each map's gradient in one buffer
+    of the map's dtype and memory format: one zero fill, a strided copy, one index_add.
     """
 
     @staticmethod
-    def forward(ctx, num_anchors: int, pos_idx: list[torch.Tensor], *raws: torch.Tensor):
-        planes = [raw.view(raw.shape[0], num_anchors, -1, *raw.shape[2:]) for raw in raws]  # [B, A, 5 + C, H, W]
+    def forward(ctx, num_anchors: int, cells: list[tuple[torch.Tensor, ...]], *raws: torch.Tensor):
+        raws = tuple(r if r.is_contiguous(memory_format=_layout(r)) else r.contiguous() for r in raws)
+        planes = [split_anchors(raw, num_anchors) for raw in raws]  # [B, A, 5 + C, H, W] views
         sizes = [p[:, :, 4].numel() for p in planes]
         obj = raws[0].new_empty(sum(sizes))
         for p, part in zip(planes, obj.split(sizes), strict=True):
             part.view_as(p[:, :, 4]).copy_(p[:, :, 4])
-        pos = [raw.reshape(-1).index_select(0, idx).view(-1, p.shape[2])
-               for raw, p, idx in zip(raws, planes, pos_idx, strict=True)]
-        ctx.save_for_backward(*pos_idx)
-        ctx.num_anchors, ctx.shapes, ctx.sizes, ctx.dtype = num_anchors, [raw.shape for raw in raws], sizes, raws[0].dtype
+        index = [_storage_index(p, c) for p, c in zip(planes, cells, strict=True)]  # [P, 5 + C] each
+        pos = [_storage(raw).index_select(0, i.view(-1)).view_as(i) for raw, i in zip(raws, index, strict=True)]
+        ctx.save_for_backward(*index)
+        ctx.num_anchors, ctx.sizes = num_anchors, sizes
+        ctx.raws = [(raw.shape, raw.dtype, _layout(raw)) for raw in raws]
         return (obj, *pos)
 
     @staticmethod
     def backward(ctx, grad_obj: torch.Tensor, *grad_pos: torch.Tensor):
         grads = []
-        for shape, g_obj, g_pos, idx in zip(ctx.shapes, grad_obj.split(ctx.sizes), grad_pos, ctx.saved_tensors, strict=True):
-            grad = grad_obj.new_zeros(shape, dtype=ctx.dtype)
-            plane = grad.view(shape[0], ctx.num_anchors, -1, *shape[2:])[:, :, 4]
+        for (shape, dtype, layout), g_obj, g_pos, index in zip(ctx.raws, grad_obj.split(ctx.sizes), grad_pos,
+                                                               ctx.saved_tensors, strict=True):
+            grad = torch.empty(shape, dtype=dtype, device=grad_obj.device, memory_format=layout).zero_()
+            plane = split_anchors(grad, ctx.num_anchors)[:, :, 4]
             plane.copy_(g_obj.view_as(plane))
-            grad.view(-1).index_add_(0, idx, g_pos.reshape(-1).to(ctx.dtype))
+            _storage(grad).index_add_(0, index.view(-1), g_pos.reshape(-1).to(dtype))
             grads.append(grad)
         return (None, None, *grads)
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D tensor stored so (and not also contiguous), else the contiguous format."""
+    cl = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def _storage(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor's elements as a flat view, in storage order (any memory format)."""
+    return t.as_strided((t.numel(),), (1,))
+
+
+def _storage_index(plane: torch.Tensor, cells: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Storage offsets ``[P, 5 + C]`` of every channel of the cells ``(b, a, gy, gx)`` in a ``[B, A, 5 + C, H, W]`` view."""
+    b, a, gy, gx = cells
+    sb, sa, sc, sy, sx = plane.stride()
+    channel = torch.arange(plane.shape[2], device=plane.device) * sc
+    return (b * sb + a * sa + gy * sy + gx * sx)[:, None] + channel
 
 
 @dataclass
@@ -453,8 +475,8 @@ class YOLOLoss(nn.Module):
             zero = outputs[0].new_zeros((), dtype=torch.float32)
             loc, conf, cls = zero, zero, zero
             num_pos = assignment.stats["num_pos"].clamp(min=1).float()
-            pos_idx = [self._positive_index(raw, tg) for raw, tg in zip(outputs, assignment.levels, strict=True)]
-            obj, *pos = _GatherMaps.apply(self.num_anchors, pos_idx, *outputs)  # all cells' objectness; [P, 5 + C] per level
+            cells = [(tg.b, tg.a, tg.gy, tg.gx) for tg in assignment.levels]
+            obj, *pos = _GatherMaps.apply(self.num_anchors, cells, *outputs)  # all cells' objectness; [P, 5 + C] per level
             positives = [(i, p.float()) for i, p in enumerate(pos) if len(p)]  # (level, its positives' logits)
             conf = self.conf_term(obj.float(), assignment.levels, num_pos)
             if positives:
@@ -489,13 +511,6 @@ class YOLOLoss(nn.Module):
         classes = torch.cat([tg.classes for tg in tgs])
         cls = (self.cls_term(pos[:, 5:], classes) * weight).sum() * self.cls_weight
         return loc, cls
-
-    def _positive_index(self, raw: torch.Tensor, tg: LevelTargets) -> torch.Tensor:
-        """Flat indices ``[P * (5 + C)]`` of every channel of the level's positives in its raw map ``[B, A * (5 + C), H, W]``."""
-        b, ch, h, w = raw.shape
-        per = ch // self.num_anchors  # 5 + C
-        base = (tg.b * self.num_anchors + tg.a) * (per * h * w) + tg.gy * w + tg.gx  # [P]
-        return (base[:, None] + torch.arange(per, device=raw.device) * (h * w)).reshape(-1)
 
     def conf_term(self, x: torch.Tensor, levels: Sequence[LevelTargets], num_pos: torch.Tensor) -> torch.Tensor:
         """The objectness term: per level the BCE (or focal) over its kept cells (positives and

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from nets.loss import YOLOLoss, _BCEWithLogits, _ObjectnessLoss, focal_bce
+from nets.loss import YOLOLoss, _BCEWithLogits, _GatherMaps, _ObjectnessLoss, focal_bce
 from nets.yolo import build_model
 from utils.config import read_anchors
 from utils.postprocess import decode_boxes, to_per_anchor
@@ -445,6 +445,51 @@ def test_loss_under_autocast_is_float32() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         total, terms = loss(maps, random_targets(2, 4, 128, 4, 1))
     assert total.dtype == torch.float32 and torch.isfinite(total)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_gather_maps_equals_plain_indexing_with_gradients(layout) -> None:
+    # the objectness logits and the positives' channels, and the maps' gradients, against autograd
+    # through plain indexing of the [B, A, 5 + C, H, W] views (the obj channel is also a positive's)
+    g = torch.Generator().manual_seed(4)
+    n_a, per = 3, 7
+    maps = [torch.randn(2, n_a * per, h, h, generator=g).contiguous(memory_format=layout) for h in (8, 4)]
+    cells = [tuple(torch.randint(0, n, (5,), generator=g) for n in (2, n_a, h, h)) for h in (8, 4)]
+    x, ref_x = [m.clone().requires_grad_() for m in maps], [m.clone().requires_grad_() for m in maps]
+    obj, *pos = _GatherMaps.apply(n_a, cells, *x)
+    views = [r.view(2, n_a, per, *r.shape[2:]) for r in ref_x]
+    ref_obj = torch.cat([v[:, :, 4].reshape(-1) for v in views])
+    ref_pos = [v[b, a, :, gy, gx] for v, (b, a, gy, gx) in zip(views, cells, strict=True)]
+    torch.testing.assert_close(obj, ref_obj)
+    for p, r in zip(pos, ref_pos, strict=True):
+        torch.testing.assert_close(p, r)
+    w_obj = torch.randn(obj.shape, generator=g)
+    w_pos = [torch.randn(p.shape, generator=g) for p in pos]
+    ((obj * w_obj).sum() + sum((p * w).sum() for p, w in zip(pos, w_pos, strict=True))).backward()
+    ((ref_obj * w_obj).sum() + sum((p * w).sum() for p, w in zip(ref_pos, w_pos, strict=True))).backward()
+    for a, b in zip(x, ref_x, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_map_gradients_keep_the_layout_and_dtype_of_the_maps() -> None:
+    # channels_last maps (train.channels_last) give the NCHW total and gradients, and each map's
+    # gradient comes back in its own memory format; bfloat16 maps (train.amp=bf16) get bfloat16 gradients
+    loss = make_loss(4, 128, focal_loss=True)
+    targets = random_targets(2, 4, 128, 4, 3)
+    nchw = [m.requires_grad_() for m in random_maps(loss, 2, 128, 3)]
+    cl = [m.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for m in nchw]
+    ref, _ = loss(nchw, targets)
+    got, _ = loss(cl, targets)
+    ref.backward()
+    got.backward()
+    torch.testing.assert_close(got, ref)
+    for a, b in zip(cl, nchw, strict=True):
+        assert a.grad.is_contiguous(memory_format=torch.channels_last) and not a.grad.is_contiguous()
+        torch.testing.assert_close(a.grad, b.grad)
+        assert (b.grad != 0).any()
+    half = [m.detach().to(torch.bfloat16).requires_grad_() for m in nchw]
+    loss(half, targets)[0].backward()
+    assert all(m.grad.dtype == torch.bfloat16 and torch.isfinite(m.grad.float()).all() for m in half)
 
 
 def test_from_config_builds_the_configured_loss() -> None:
