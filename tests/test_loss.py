@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from nets.loss import YOLOLoss, _BCEWithLogits, _GatherMaps, _ObjectnessLoss, focal_bce
+from nets.loss import YOLOLoss
+from nets.loss_ops import BCEWithLogits, GatherMaps, ObjectnessLoss, focal_bce
 from nets.yolo import build_model
 from utils.config import read_anchors
 from utils.postprocess import decode_boxes, to_per_anchor
@@ -323,7 +324,7 @@ def test_objectness_closed_form_gradient_on_extreme_logits(alpha: float | None, 
     positive = torch.arange(len(logits)) % 3 == 0
     kept = torch.arange(len(logits)) % 7 != 1
     x = logits.clone().requires_grad_()
-    got = _ObjectnessLoss.apply(x, positive, kept, alpha, gamma)
+    got = ObjectnessLoss.apply(x, positive, kept, alpha, gamma)
     got.backward()
     ref_x = logits.clone().requires_grad_()
     if alpha is None:
@@ -341,7 +342,7 @@ def test_class_bce_closed_form_equals_torch_on_extreme_logits() -> None:
     logits = torch.cat((torch.linspace(-100, 100, 41), torch.randn(200, generator=torch.Generator().manual_seed(1)) * 4))
     target = torch.tensor([0.0, 1.0, 0.05, 0.95, 0.5]).repeat(len(logits) // 5 + 1)[: len(logits)]
     x, ref_x = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    got = _BCEWithLogits.apply(x, target)
+    got = BCEWithLogits.apply(x, target)
     ref = F.binary_cross_entropy_with_logits(ref_x, target, reduction="none")
     torch.testing.assert_close(got, ref)
     weights = torch.rand(len(logits), generator=torch.Generator().manual_seed(2))
@@ -456,7 +457,7 @@ def test_gather_maps_equals_plain_indexing_with_gradients(layout) -> None:
     maps = [torch.randn(2, n_a * per, h, h, generator=g).contiguous(memory_format=layout) for h in (8, 4)]
     cells = [tuple(torch.randint(0, n, (5,), generator=g) for n in (2, n_a, h, h)) for h in (8, 4)]
     x, ref_x = [m.clone().requires_grad_() for m in maps], [m.clone().requires_grad_() for m in maps]
-    obj, *pos = _GatherMaps.apply(n_a, cells, *x)
+    obj, *pos = GatherMaps.apply(n_a, cells, *x)
     views = [r.view(2, n_a, per, *r.shape[2:]) for r in ref_x]
     ref_obj = torch.cat([v[:, :, 4].reshape(-1) for v in views])
     ref_pos = [v[b, a, :, gy, gx] for v, (b, a, gy, gx) in zip(views, cells, strict=True)]
