@@ -217,9 +217,10 @@ class YOLOLoss(nn.Module):
             return torch.cat([self._overlapping_dense(lvl, pred, t, img).reshape(-1) for lvl, pred in enumerate(preds)])
         batch, n_a = preds[0].shape[:2]
         dev = t.device
-        i32 = torch.int32  # index arithmetic in int32: several times faster than int64 on the CPU
         hws = [(p.shape[3], p.shape[4]) for p in preds]
         sizes = [batch * n_a * h * w for h, w in hws]
+        # index arithmetic in int32 (several times faster than int64 on the CPU) while the indices fit
+        i32 = torch.int32 if 2 * sum(sizes) < 2**31 else torch.int64
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         anchors_l = torch.stack([self.level_anchors(i) for i in range(len(preds))])  # [L, A, 2]
         # xy logits and predicted widths and heights of every cell, levels concatenated in the flat index
@@ -241,10 +242,11 @@ class YOLOLoss(nn.Module):
         stride, sxy = (v.index_select(0, lv) for v in per_level)
         margin = (sxy - 1) / 2
         gt = t[:, 2:6].t().repeat(1, n_lv)  # [4, R]: x1, y1, x2, y2
-        x0 = torch.minimum(torch.floor(gt[0] / stride - margin).to(i32).clamp_(min=0), w_r - 1)
-        x1 = torch.minimum(torch.floor(gt[2] / stride + margin).to(i32).clamp_(min=0), w_r - 1)
-        y0 = torch.minimum(torch.floor(gt[1] / stride - margin).to(i32).clamp_(min=0), h_r - 1)
-        y1 = torch.minimum(torch.floor(gt[3] / stride + margin).to(i32).clamp_(min=0), h_r - 1)
+        last_x, last_y = w_r.float() - 1, h_r.float() - 1  # clamped before the int32 cast: any coordinate is safe
+        x0 = torch.minimum(torch.floor(gt[0] / stride - margin).clamp_(min=0), last_x).to(i32)
+        x1 = torch.minimum(torch.floor(gt[2] / stride + margin).clamp_(min=0), last_x).to(i32)
+        y0 = torch.minimum(torch.floor(gt[1] / stride - margin).clamp_(min=0), last_y).to(i32)
+        y1 = torch.minimum(torch.floor(gt[3] / stride + margin).clamp_(min=0), last_y).to(i32)
         nx, ny = x1 - x0 + 1, y1 - y0 + 1
         plane = img.to(i32).repeat(n_lv) * n_a  # b * A
         # One line per (row, y in the range): the range's cells of that y are nx consecutive flat indices.

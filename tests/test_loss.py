@@ -257,6 +257,21 @@ def test_huge_wh_logit_stays_finite() -> None:
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in terms.values())
 
 
+def test_boxes_far_outside_the_input_match_the_loop() -> None:
+    # boxes far outside the input (finite, positive size, so valid) land on the border cells. The
+    # first spans x / 8 = 2.125e9 to 2.15e9, across the int32 limit (2.147e9): the ignore test's cell
+    # ranges are clamped before the int32 cast, or its right end would wrap below its left
+    loss = make_loss(4, 128)
+    maps = random_maps(loss, 2, 128, 5, scale=0.5)
+    targets = torch.cat([random_targets(2, 4, 128, 4, 5),
+                         torch.tensor([[0, 1, 1.7e10, 10.0, 1.72e10, 60.0], [1, 2, -1e11 - 1e5, -30.0, -1e11, 40.0]])])
+    got = loss.assign(maps, targets)
+    positives, ignored = loop_assign(loss, decoded(loss, maps), targets)
+    assert got.stats["num_pos"] == len(positives)
+    assert {(lvl, *k) for lvl, tg in enumerate(got.levels) for k in tg.ignore_mask.nonzero().tolist()} == ignored
+    assert torch.isfinite(loss(maps, targets)[0])
+
+
 # ---------------------------------------------------------------- terms against references
 
 
