@@ -1,10 +1,10 @@
 """The loss's element-wise kernels and the gather of the raw maps, for nets/loss.py.
 
-Each autograd Function computes its gradient in the forward pass in closed form, so that the
-backward pass is one multiplication (or one scatter) instead of the backward of every
-element-wise step, and uses the forms that are fast on the CPU: ``log`` in place of
-``softplus``/``log1p`` (not vectorized there), arithmetic in place of ``where``, strided copies
-and ``index_select`` in place of advanced indexing.
+The two loss Functions compute their gradient in the forward pass in closed form, so that the
+backward pass is one multiplication instead of the backward of every element-wise step; the
+gather builds each map's gradient in one buffer. All use the forms that are fast on the CPU:
+``log`` in place of ``softplus``/``log1p`` (not vectorized there), arithmetic in place of
+``where``, strided copies and ``index_select`` in place of advanced indexing.
 """
 
 from __future__ import annotations
