@@ -58,6 +58,14 @@ class Assignment:
     stats: dict[str, torch.Tensor]  # num_pos, collisions, ignored, invalid_targets (0-dim tensors)
 
 
+def _flat_layout(preds: Sequence[torch.Tensor]) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """The flat cell index over every level of ``preds`` (per level ``[B, A, 5 + C, H, W]``): each level's
+    ``(H, W)``, its number of cells ``B * A * H * W`` and its offset, levels concatenated by stride."""
+    hws = [(p.shape[3], p.shape[4]) for p in preds]
+    sizes = [p.shape[0] * p.shape[1] * h * w for p, (h, w) in zip(preds, hws, strict=True)]
+    return hws, sizes, [sum(sizes[:i]) for i in range(len(sizes))]
+
+
 class YOLOLoss(nn.Module):
     """YOLOv4 loss over all levels; see the module docstring.
 
@@ -158,10 +166,8 @@ class YOLOLoss(nn.Module):
         overlapping = self._overlapping(preds, t, img)  # [N] over every level's cells, levels concatenated
         # all levels at once, in a flat index over every level's cells: ((b * A + a) * H + y) * W + x + level offset
         n_a = self.num_anchors
-        hws = [(p.shape[3], p.shape[4]) for p in preds]
-        sizes = [batch * n_a * h * w for h, w in hws]
-        geo = torch.tensor([[w for _, w in hws], [h for h, _ in hws], [sum(sizes[:i]) for i in range(len(sizes))]],
-                           device=device)  # [3, L]: width, height, offset
+        hws, sizes, offsets = _flat_layout(preds)
+        geo = torch.tensor([[w for _, w in hws], [h for h, _ in hws], offsets], device=device)  # [3, L]: width, height, offset
         stride_l = torch.tensor(self.strides, dtype=torch.float32, device=device)
         m_idx, e_idx = chosen.index_select(1, self.slots[0]).nonzero(as_tuple=True)  # candidates [N]: (target, slot)
         k_idx, lv, a_idx = (v.index_select(0, e_idx) for v in self.slots)
@@ -217,11 +223,9 @@ class YOLOLoss(nn.Module):
             return torch.cat([self._overlapping_dense(lvl, pred, t, img).reshape(-1) for lvl, pred in enumerate(preds)])
         batch, n_a = preds[0].shape[:2]
         dev = t.device
-        hws = [(p.shape[3], p.shape[4]) for p in preds]
-        sizes = [batch * n_a * h * w for h, w in hws]
+        hws, sizes, offsets = _flat_layout(preds)
         # index arithmetic in int32 (several times faster than int64 on the CPU) while the indices fit
         i32 = torch.int32 if 2 * sum(sizes) < 2**31 else torch.int64
-        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         anchors_l = torch.stack([self.level_anchors(i) for i in range(len(preds))])  # [L, A, 2]
         # xy logits and predicted widths and heights of every cell, levels concatenated in the flat index
         txy = torch.empty(2 * sum(sizes), device=dev)  # per level [B, A, 2, H, W] at 2 x its offset
