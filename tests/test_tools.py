@@ -65,3 +65,82 @@ def test_make_shapes_tool(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
                              *SMALL]) == 0
     assert (tmp_path / "T05" / "ImageSets" / "Main" / "train.txt").read_text().count("\n") == 30
     assert "tail 0.5" in capsys.readouterr().out
+
+
+def _a_users_dataset(root: Path) -> dict[Path, bytes]:
+    """A VOC-like folder with files that the generator did not make; returns each file's bytes."""
+    files = {root / "VOC2007" / "Annotations" / "000001.xml": b"<annotation/>",
+             root / "VOC2007" / "JPEGImages" / "000001.jpg": b"\xff\xd8 not really a jpeg",
+             root / "README.md": b"my notes"}
+    for p, data in files.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("name", ["VOC2007", ""])
+def test_make_shapes_never_deletes_a_users_folder(tmp_path: Path, capsys: pytest.CaptureFixture, name: str) -> None:
+    # shapes.name=VOC2007 points at a real dataset; shapes.name= (an unset shell variable) at data.root itself
+    files = _a_users_dataset(tmp_path)
+    try:  # a config error ends the tool with SystemExit("error: ..."), a data error returns 1 after printing it
+        status = make_shapes.main(["--config", "shapes.yaml", f"data.root={tmp_path}", f"shapes.name={name}", *SMALL])
+        err = capsys.readouterr().err
+    except SystemExit as e:
+        status, err = 2, f"{e.code}\n"
+    assert status != 0
+    assert err.startswith("error:") and err.count("\n") == 1, err
+    assert ("VOC2007" in err and "not made by the shapes generator" in err) if name else "shapes.name" in err
+    for p, data in files.items():
+        assert p.read_bytes() == data, p
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(files)
+
+
+def test_make_shapes_refuses_a_foreign_folder_even_when_named_by_a_valid_name(tmp_path: Path) -> None:
+    # the library call, below any config check: a folder without the generator's marker is never emptied
+    from utils.config import load_config, read_classes
+    from utils.shapes import ShapesFolderError
+    from utils.shapes import make_shapes as make
+
+    files = _a_users_dataset(tmp_path)
+    cfg = load_config("shapes.yaml", SMALL)
+    with pytest.raises(ShapesFolderError, match="VOC2007 exists and was not made by the shapes generator"):
+        make(tmp_path / "VOC2007", read_classes(cfg.data.classes_path), cfg.shapes)
+    with pytest.raises(ShapesFolderError, match="README.md is a file"):
+        make(tmp_path / "README.md", read_classes(cfg.data.classes_path), cfg.shapes)
+    assert all(p.read_bytes() == data for p, data in files.items())
+
+
+def test_make_shapes_replaces_its_own_folder_and_fills_an_empty_one(tmp_path: Path) -> None:
+    (tmp_path / "EMPTY").mkdir()
+    assert make_shapes.main(["--config", "shapes.yaml", f"data.root={tmp_path}", "shapes.name=EMPTY", *SMALL]) == 0
+    own = tmp_path / "EMPTY"
+    (own / "JPEGImages" / "stale.jpg").write_bytes(b"from an earlier set")
+    assert make_shapes.main(["--config", "shapes.yaml", f"data.root={tmp_path}", "shapes.name=EMPTY",
+                             "shapes.num_train=5", "shapes.num_val=2", "shapes.num_test=0"]) == 0
+    assert not (own / "JPEGImages" / "stale.jpg").exists()  # its own folder was replaced whole
+    assert (own / "ImageSets" / "Main" / "train.txt").read_text().count("\n") == 5
+
+
+def test_a_set_cut_short_is_still_the_generators_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # killed half-way (here: the third image write fails), the folder keeps its marker, so the next run remakes it
+    import cv2
+
+    from utils import shapes
+    from utils.config import load_config, read_classes
+
+    cfg = load_config("shapes.yaml", [f"data.root={tmp_path}", *SMALL])
+    classes = read_classes(cfg.data.classes_path)
+    real, calls = cv2.imwrite, []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cv2, "imwrite", failing)
+    with pytest.raises(KeyboardInterrupt):
+        shapes.ensure_shapes(cfg, classes)
+    monkeypatch.setattr(cv2, "imwrite", real)
+    assert shapes.ensure_shapes(cfg, classes) == tmp_path / "SHAPES"
+    assert (tmp_path / "SHAPES" / "ImageSets" / "Main" / "train.txt").read_text().count("\n") == 30

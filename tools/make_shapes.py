@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.config import add_config_args, config_from_args, read_classes  # noqa: E402
-from utils.shapes import make_shapes  # noqa: E402
+from utils.shapes import ShapesFolderError, make_shapes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.overrides = [*args.overrides, "data.synthetic=false"]  # only the shapes section is used: the splits need not match
     cfg = config_from_args(args)
-    folder = make_shapes(Path(cfg.data.root) / cfg.shapes.name, read_classes(cfg.data.classes_path), cfg.shapes)
+    try:
+        folder = make_shapes(Path(cfg.data.root) / cfg.shapes.name, read_classes(cfg.data.classes_path), cfg.shapes)
+    except ShapesFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     s = cfg.shapes
     print(f"made {folder}: {s.num_train} train, {s.num_val} val, {s.num_test} test images of {s.width}x{s.height}, "
           f"tail {s.tail}, distractors {s.distractors}, seed {s.seed}")

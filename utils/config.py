@@ -388,6 +388,9 @@ def validate(cfg: Config, origins: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"{where('train.freeze_epochs')} = {t.freeze_epochs} exceeds train.epochs = {t.epochs}")
     if t.min_lr > t.lr:
         raise ConfigError(f"{where('train.min_lr')} = {t.min_lr} exceeds train.lr = {t.lr}")
+    name = cfg.shapes.name  # the generator replaces data.root/name: one plain folder name, never root itself or above
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"{where('shapes.name')} = {name!r} must be one folder name under data.root (e.g. SHAPES)")
     if cfg.data.synthetic:  # the generated set lives in data.root/shapes.name: every split must point into it
         for key in ("train_splits", "val_splits"):
             splits = getattr(cfg.data, key)

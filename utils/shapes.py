@@ -24,8 +24,11 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 
+from utils.voc import DataError
+
 LOGGER = logging.getLogger(__name__)
 GENERATOR_VERSION = 2
+MARKER = "shapes.json"  # written first and last by make_shapes: the folder is the generator's own
 SHAPE_KINDS = ("circle", "square", "triangle", "diamond", "cross", "ring")  # drawable class names
 DISTRACTOR_KINDS = ("hexagon", "star", "bar", "crescent")  # never labelled
 
@@ -171,14 +174,42 @@ def _xml(image_id: str, w: int, h: int, objects, classes: list[str]) -> str:
     return "".join(parts)
 
 
+class ShapesFolderError(DataError):
+    """The synthetic set's folder holds something the generator did not make."""
+
+
+def _clear_own_folder(folder: Path) -> None:
+    """Empty ``folder`` when the generator made it (its marker is there) or it is empty; otherwise raise.
+
+    The folder comes from a config (``data.root / shapes.name``): a name such as ``VOC2007``, or an
+    empty one that leaves ``data.root`` itself, must never delete a user's dataset.
+    """
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ShapesFolderError(f"{folder} is a file, not a folder; choose another shapes.name")
+    if (folder / MARKER).is_file():
+        shutil.rmtree(folder)  # the generator's own folder (marker present): safe to replace
+    elif any(folder.iterdir()):
+        raise ShapesFolderError(f"{folder} exists and was not made by the shapes generator (no {MARKER} in it); "
+                                "it is left untouched: choose another shapes.name or data.root")
+
+
 def make_shapes(folder: str | Path, classes: list[str], spec) -> Path:
-    """Write the set described by ``spec`` (utils.config.ShapesConfig) into ``folder`` (replaced)."""
+    """Write the set described by ``spec`` (utils.config.ShapesConfig) into ``folder``.
+
+    ``folder`` is replaced only when it is the generator's own (its ``shapes.json`` is there) or
+    empty; anything else raises ShapesFolderError and is left as it is.
+    """
     unknown = [c for c in classes if c not in SHAPE_KINDS]
     if unknown:
         raise ValueError(f"the shapes generator draws {', '.join(SHAPE_KINDS)}; cannot draw {unknown}")
     folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
+    _clear_own_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # the marker comes first, so that a set cut short by a kill is still known as the generator's own and
+    # is remade next time; its content (no spec) never matches a config, so ensure_shapes remakes it
+    (folder / MARKER).write_text(json.dumps({"version": GENERATOR_VERSION, "complete": False}))
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     kinds = [SHAPE_KINDS.index(c) for c in classes]
@@ -193,7 +224,7 @@ def make_shapes(folder: str | Path, classes: list[str], spec) -> Path:
             (folder / "Annotations" / f"{image_id}.xml").write_text(_xml(image_id, spec.width, spec.height, objects, classes))
             ids.append(image_id)
         (folder / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-    (folder / "shapes.json").write_text(json.dumps(_meta(classes, spec), indent=1))
+    (folder / MARKER).write_text(json.dumps(_meta(classes, spec), indent=1))
     return folder
 
 
@@ -209,7 +240,7 @@ def ensure_shapes(cfg, classes: list[str]) -> Path | None:
     if not cfg.data.synthetic:
         return None
     folder = Path(cfg.data.root) / cfg.shapes.name
-    meta = folder / "shapes.json"
+    meta = folder / MARKER
     try:
         if json.loads(meta.read_text()) == _meta(classes, cfg.shapes):
             return None
