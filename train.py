@@ -18,46 +18,62 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.config import add_config_args, config_from_args
+from utils.config import ConfigError, add_config_args, load_config
 from utils.voc import DataError
+
+DEFAULT_CONFIG = "shapes.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, default="shapes.yaml")
+    add_config_args(parser)
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
-                        help="continue from a last.pt (without PATH: the newest last.pt under train.save_dir)")
+                        help="continue from a checkpoint: a last.pt goes on in its own folder, a best.pt or epochN.pt "
+                             "in a new one (without PATH: the newest last.pt under train.save_dir). The run's saved "
+                             "config is used; overrides may change only where the data is and what machine runs it")
     parser.add_argument("--json", metavar="PATH", help="write the run's final metrics as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.config is None and not args.resume:
+        args.config = DEFAULT_CONFIG
+    return args
 
 
 def find_last(save_dir: str | Path) -> Path:
     found = sorted(Path(save_dir).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise SystemExit(f"error: --resume: no last.pt under {save_dir}")
+        raise ConfigError(f"--resume: no last.pt under {save_dir}")
     return found[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = config_from_args(args)  # validates the config and overrides; fails fast on a bad key
-    resume = None
-    if args.resume:
-        resume = find_last(cfg.train.save_dir) if args.resume == "last" else Path(args.resume)
-        if not resume.is_file():
-            raise SystemExit(f"error: --resume: {resume} not found")
-    from utils.trainer import fit  # after the config check: a typo fails fast, before torch loads the model code
-
     try:
+        if not args.resume:
+            cfg = load_config(args.config, args.overrides)  # fails fast on a bad key, before torch loads the model code
+        from nets.weights import WeightsError
+        from utils.engine import CheckpointError
+        from utils.trainer import ResumeError, TrainingStopped, fit, resume_config
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        resume = None
+        if args.resume:
+            if args.resume == "last":
+                resume = find_last(load_config(args.config or DEFAULT_CONFIG, args.overrides).train.save_dir)
+            else:
+                resume = Path(args.resume)
+            cfg = resume_config(resume, args.overrides, args.config)
         result = fit(cfg, resume)
-    except DataError as e:
+    except (ConfigError, DataError, WeightsError, ResumeError, CheckpointError, TrainingStopped) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    # a run stopped by a signal is not a success: the shell's convention, 128 + the signal (130 SIGINT, 143 SIGTERM)
+    return 128 + result["signal"] if result["stopped"] else 0
 
 
 if __name__ == "__main__":

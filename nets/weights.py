@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,30 @@ class WeightsError(ValueError):
     """A weights file that cannot be used."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A ``.pt`` file loaded with ``weights_only=True`` (tensors, numbers, strings, lists, dicts only)."""
+def read_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A ``.pt`` file loaded with ``weights_only=True`` (tensors, numbers, strings, lists, dicts only).
+
+    Every way a file can be unusable (missing, empty, cut short by a full disk or a kill, damaged,
+    not a dict, without the ``required`` keys) is one WeightsError whose message names the file.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read the checkpoint: {e.strerror}") from None
+    if size == 0:
+        raise WeightsError(f"{path}: the checkpoint is empty (0 bytes)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as e:
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001  torch raises RuntimeError, UnpicklingError, EOFError, ValueError, ...
+        reason = "truncated or not a PyTorch checkpoint" if not zipfile.is_zipfile(path) else \
+            (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({size:,} bytes): {reason}") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: a checkpoint must be a dict, found {type(obj).__name__}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise WeightsError(f"{path}: not a checkpoint written by train.py (no {', '.join(missing)})")
     return obj
 
 

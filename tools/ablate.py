@@ -9,7 +9,9 @@ ignores the focal-only keys (alpha, gamma, ratio, normalization), so it runs onc
 once per gamma and alpha. Each (setting, seed) is its own ``train.py`` run in its own folder under
 ``--out``, with ``train.seed`` set; trailing ``section.key=value`` overrides apply to every run.
 An interrupted sweep picks up where it stopped: finished runs are skipped, a run with a
-``last.pt`` is resumed. At the end (or with ``--report``, from what is there):
+``last.pt`` is resumed (also one that a signal stopped: its result says ``"stopped": true``).
+Ctrl-C (or SIGTERM) reaches the running ``train.py``, which saves its ``last.pt``; the sweep then
+exits with the same status (130 / 143), to be resumed by the same command. At the end (or with ``--report``, from what is there):
 
 - ``ablation.csv``: a row per run (setting, seed, mAP50, mAP50-95, epochs, seconds, folder);
 - ``ablation.md``: per setting the mean and standard deviation over seeds of mAP50 and mAP50-95,
@@ -28,6 +30,7 @@ import itertools
 import json
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,11 +111,47 @@ def baseline_key(setting: dict[str, str]) -> tuple:
 
 
 def train_subprocess(args: list[str], log: Path) -> int:
-    """Run ``train.py`` with ``args``, its output into ``log``; the exit status."""
+    """Run ``train.py`` with ``args``, its output into ``log``; the exit status.
+
+    SIGINT and SIGTERM sent to this process go on to the run, and this process waits for it to
+    exit, so that it saves its ``last.pt`` first (a terminal's Ctrl-C reaches both; saying it twice is harmless).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as fh:
-        return subprocess.call([sys.executable, str(REPO_ROOT / "train.py"), *args], stdout=fh, stderr=subprocess.STDOUT,
-                               cwd=REPO_ROOT)
+        proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), *args], stdout=fh, stderr=subprocess.STDOUT,
+                                cwd=REPO_ROOT)
+
+        def forward(signum: int, _frame) -> None:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return proc.wait()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def finished(result: Path) -> bool:
+    """Whether ``result`` (a run's ``--json``) says the run finished: present, readable and not stopped by a signal."""
+    try:
+        return not json.loads(result.read_text()).get("stopped", False)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+TRAIN_FILES = re.compile(r"(config\.yaml|results\.csv|result\.json|events\.out\.tfevents\..*|\..*\.tmp)")
+
+
+def remove_unstarted_run(run_dir: Path) -> None:
+    """Remove a run folder that stopped before its first checkpoint, when it holds only what train.py writes
+    before one; anything else in it is a clear error (the folder is left as it is)."""
+    foreign = [p.name for p in run_dir.iterdir() if not (p.is_file() and TRAIN_FILES.fullmatch(p.name))]
+    if foreign:
+        raise SystemExit(f"error: {run_dir} has no last.pt to resume, and holds files a run does not write "
+                         f"({', '.join(sorted(foreign)[:5])}); move it away and run the sweep again")
+    shutil.rmtree(run_dir)
 
 
 def run_sweep(config: str, overrides: list[str], settings: list[dict[str, str]], seeds: list[int], out: Path,
@@ -122,7 +161,7 @@ def run_sweep(config: str, overrides: list[str], settings: list[dict[str, str]],
         name = folder_name(setting, seed)
         run_dir = out / name
         result = run_dir / "result.json"
-        if result.is_file():
+        if finished(result):
             print(f"[{n}/{total}] {label(setting)} seed {seed}: done before, skipped")
             continue
         args = ["--config", config, *overrides, *(f"{k}={v}" for k, v in setting.items()), f"train.seed={seed}",
@@ -132,10 +171,14 @@ def run_sweep(config: str, overrides: list[str], settings: list[dict[str, str]],
             print(f"[{n}/{total}] {label(setting)} seed {seed}: resuming {run_dir / 'last.pt'}", flush=True)
         else:
             if run_dir.exists():  # stopped before its first checkpoint: start again
-                shutil.rmtree(run_dir)
+                remove_unstarted_run(run_dir)
             print(f"[{n}/{total}] {label(setting)} seed {seed}: training in {run_dir}", flush=True)
         status = runner(args, out / "logs" / f"{name}.log")
-        if status != 0 or not result.is_file():
+        if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            print(f"stopped by a signal; {run_dir / 'last.pt'} is saved. Run the same command again to resume the sweep.",
+                  flush=True)
+            raise SystemExit(status)
+        if status != 0 or not finished(result):
             raise SystemExit(f"error: the run {run_dir} ended with status {status}; see {out / 'logs' / f'{name}.log'}. "
                              "Run the same command again to resume the sweep.")
         r = json.loads(result.read_text())
@@ -148,7 +191,7 @@ def collect(settings: list[dict[str, str]], seeds: list[int], out: Path) -> list
     for setting in settings:
         for seed in seeds:
             path = out / folder_name(setting, seed) / "result.json"
-            if path.is_file():
+            if finished(path):
                 r = json.loads(path.read_text())
                 rows.append({"setting": label(setting), "seed": seed, "map50": r.get("map50"), "map50_07": r.get("map50_07"),
                              "map50_95": r.get("map50_95"), "epochs": r.get("epochs"), "seconds": r.get("seconds"),

@@ -14,6 +14,7 @@ never stops the epoch.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -112,7 +113,11 @@ class TrainDataset(Dataset):
 
 
 class LetterboxDataset(Dataset):
-    """Evaluation / inference samples: ``(image [3, S, S] uint8, index, Letterbox)``, no augmentation."""
+    """Evaluation / inference samples: ``(image [3, S, S] uint8, index, Letterbox)``, no augmentation.
+
+    An image that fails to decode gives ``(None, index, None)``, logged; :func:`collate_letterbox`
+    leaves it out of the batch and lists it, so that evaluation counts and skips it.
+    """
 
     def __init__(self, records: Sequence[Record], size: int) -> None:
         self.records = list(records)
@@ -122,7 +127,11 @@ class LetterboxDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int):
-        img = read_image(self.records[index].path)
+        try:
+            img = read_image(self.records[index].path)
+        except ImageReadError as e:
+            LOGGER.warning("%s; left out of the evaluation", e)
+            return None, index, None
         out, info = letterbox(img, self.size)
         return _to_tensor(out), index, info
 
@@ -142,9 +151,11 @@ def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tenso
 
 
 def collate_letterbox(batch):
-    """Stack letterboxed images as float in [0, 1]; keep indices and Letterbox infos as lists."""
-    images = torch.stack([b[0] for b in batch]).float().div_(255)
-    return images, [b[1] for b in batch], [b[2] for b in batch]
+    """Stack letterboxed images as float in [0, 1]; keep indices and Letterbox infos as lists, and
+    the indices of images that failed to decode as a fourth list (``images`` is None when all did)."""
+    good = [b for b in batch if b[0] is not None]
+    images = torch.stack([b[0] for b in good]).float().div_(255) if good else None
+    return images, [b[1] for b in good], [b[2] for b in good], [b[1] for b in batch if b[0] is None]
 
 
 def _worker_init(worker_id: int) -> None:  # noqa: ARG001
@@ -155,10 +166,17 @@ def _worker_init(worker_id: int) -> None:  # noqa: ARG001
 
 
 def build_train_loader(dataset: TrainDataset, batch_size: int, workers: int = 0, seed: int = 0,
-                       rank: int = 0, world_size: int = 1, drop_last: bool = True) -> torch.utils.data.DataLoader:
+                       rank: int = 0, world_size: int = 1, drop_last: bool | None = None) -> torch.utils.data.DataLoader:
     """A shuffling loader over ``dataset``; with ``world_size > 1`` a DistributedSampler gives each rank
-    its share. Call ``loader.sampler.set_epoch(e)`` (when distributed) and ``dataset.set_epoch(e)`` per epoch."""
+    its share. Call ``loader.sampler.set_epoch(e)`` (when distributed) and ``dataset.set_epoch(e)`` per epoch.
+
+    ``drop_last=None`` drops an epoch's last, partial batch only where each rank has at least one full
+    batch: a split smaller than one batch trains on a smaller batch, never zero steps.
+    """
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+    if drop_last is None:
+        drop_last = math.ceil(len(dataset) / world_size) >= batch_size
 
     if world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)

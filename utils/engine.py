@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -60,20 +61,43 @@ def next_run_dir(parent: str | Path, name: str = "exp") -> Path:
     raise RuntimeError(f"no free run directory under {parent}")
 
 
+class CheckpointError(OSError):
+    """A checkpoint could not be written; the previous file of that name is unchanged."""
+
+
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
-    """Write atomically (a temporary file in the same folder, then ``os.replace``): a kill during the
-    save never leaves a broken file behind."""
+    """Write ``checkpoint`` to ``path`` durably: a temporary file in the same folder, flushed and
+    fsynced, then ``os.replace`` onto ``path``, then the folder fsynced, so that neither a kill nor a
+    power cut leaves a broken or missing checkpoint. A failed write (a full disk) raises
+    CheckpointError and leaves the previous ``path`` as it was and no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(checkpoint, tmp)
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(checkpoint, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)  # our own temporary name, never the user's file
+        if isinstance(e, Exception):
+            raise CheckpointError(f"could not save {path}: {e}; the previous {path.name}, if any, is unchanged") from e
+        raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (POSIX); folders cannot be opened for this on Windows."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_for_inference(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
@@ -130,9 +154,13 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
     ds = LetterboxDataset(records, input_size)
     loader = DataLoader(ds, batch_size=eval_cfg.batch_size, num_workers=workers, collate_fn=collate_letterbox)
     dets: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(records)
+    unreadable: list[int] = []  # images that failed to decode: counted, and left out of the metrics
     loss_sum = {"loc": 0.0, "conf": 0.0, "cls": 0.0}
     n_batches = 0
-    for images, indices, infos in loader:
+    for images, indices, infos, failed in loader:
+        unreadable += failed
+        if images is None:
+            continue
         images = images.to(device, non_blocking=True)
         outputs = model(images)
         if loss_fn is not None:
@@ -149,10 +177,16 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
             dets[i] = r
     if is_module:
         model.train(was_training)
-    voc = voc_evaluate(dets, records, num_classes, eval_cfg.match_iou, eval_cfg.score_thres)
-    coco = coco_evaluate_fast(dets, records, num_classes)
+    scored_dets, scored = dets, records
+    if unreadable:
+        LOGGER.warning("%d of %d images could not be decoded and are left out of the evaluation", len(unreadable),
+                       len(records))
+        kept = sorted(set(range(len(records))) - set(unreadable))
+        scored_dets, scored = [dets[i] for i in kept], [records[i] for i in kept]
+    voc = voc_evaluate(scored_dets, scored, num_classes, eval_cfg.match_iou, eval_cfg.score_thres)
+    coco = coco_evaluate_fast(scored_dets, scored, num_classes)
     result = {"map50": voc["map"], "map50_07": voc["map07"], "map50_95": coco["AP50_95"], "coco": coco, "voc": voc,
-              "dets": dets}
+              "dets": dets, "unreadable": len(unreadable)}
     if loss_fn is not None:
         result["val_loss"] = {k: v / max(n_batches, 1) for k, v in loss_sum.items()}
     return result

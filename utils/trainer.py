@@ -21,10 +21,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from nets.loss import YOLOLoss
-from nets.weights import load_weights
+from nets.weights import WeightsError, load_weights, read_checkpoint
 from nets.yolo import build_model, model_summary
 from utils.augment import AugmentParams
-from utils.config import Config, config_from_dict, read_anchors, read_classes, save_config
+from utils.config import Config, all_keys, config_from_dict, read_anchors, read_classes, save_config
 from utils.dataset import TrainDataset, build_train_loader
 from utils.engine import (
     ModelEMA,
@@ -50,6 +50,48 @@ CSV_FIELDS = ["epoch", "lr", "train_loc", "train_conf", "train_cls", "train_tota
 
 class TrainingStopped(RuntimeError):
     """Raised when the run cannot go on (non-finite losses); last.pt has been saved."""
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot be resumed as asked; the message names the file and the reason."""
+
+
+# What --resume may change: where the files are and what machine runs the rest, never what the run computes.
+# train.time_limit only upward (an extension); everything else would make the resumed run another experiment.
+RESUME_FREE = ("data.root", "data.classes_path", "model.anchors_path", "model.weights", "data.workers", "data.cache",
+               "train.device", "train.time_limit")
+RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "iteration", "best_fitness", "config", "class_names", "anchors",
+               "model_name", "rng")  # what a checkpoint must hold to be resumed (train.py writes them all)
+
+
+def _dotted(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def check_resume_changes(saved: Config, cfg: Config, source: str | Path) -> list[str]:
+    """The keys where ``cfg`` differs from a checkpoint's ``saved`` config, all of them in RESUME_FREE;
+    raise ResumeError naming every other key that differs."""
+    changed = [k for k in all_keys() if _dotted(saved, k) != _dotted(cfg, k)]
+    old_limit, new_limit = saved.train.time_limit, cfg.train.time_limit
+    refused = [k for k in changed if k not in RESUME_FREE or (k == "train.time_limit" and not 0 < old_limit <= new_limit)]
+    if refused:
+        what = ", ".join(f"{k} ({_dotted(saved, k)!r} in the run, {_dotted(cfg, k)!r} now)" for k in refused)
+        raise ResumeError(f"--resume {source}: {what} would change what the run computes; on resume only "
+                          f"{', '.join(RESUME_FREE)} may change (the time limit only upward): start a new run "
+                          "for the rest")
+    return changed
+
+
+def resume_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None) -> Config:
+    """The config that resumes the checkpoint ``path``: its own saved config (or the file ``config``,
+    which must describe the same run) with ``overrides`` applied, checked by :func:`check_resume_changes`."""
+    from utils.config import apply_overrides, load_config, validate
+
+    saved = config_from_dict(read_checkpoint(path, RESUME_KEYS)["config"], str(path))
+    cfg = load_config(config, overrides) if config else validate(apply_overrides(config_from_dict(saved.to_dict()), overrides))
+    check_resume_changes(saved, cfg, path)
+    return cfg
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -177,24 +219,28 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
 
     ckpt = None
     if resume is not None:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
-        saved = config_from_dict(ckpt["config"], str(resume))
-        saved.train.device = cfg.train.device  # the machine may differ
-        cfg = saved
+        ckpt = read_checkpoint(resume, RESUME_KEYS)
+        changed = check_resume_changes(config_from_dict(ckpt["config"], str(resume)), cfg, resume)
+        if changed and main:
+            print(f"resume: {', '.join(changed)} changed ({', '.join(f'{k} = {_dotted(cfg, k)!r}' for k in changed)})")
 
     classes = read_classes(cfg.data.classes_path)
     anchors = read_anchors(cfg.model.anchors_path)
-    if ckpt is not None and (ckpt["model_name"] != cfg.model.name or len(ckpt["class_names"]) != len(classes)):
-        raise SystemExit(f"error: {resume} is a {ckpt['model_name']} for {len(ckpt['class_names'])} classes; "
-                         f"the config asks for {cfg.model.name} with {len(classes)}")
+    if ckpt is not None:
+        if ckpt["model_name"] != cfg.model.name or list(ckpt["class_names"]) != classes:
+            raise ResumeError(f"{resume} is a {ckpt['model_name']} for {len(ckpt['class_names'])} classes "
+                              f"({', '.join(ckpt['class_names'])}); the config asks for {cfg.model.name} with "
+                              f"{len(classes)} ({', '.join(classes)})")
+        if [tuple(map(float, a)) for a in ckpt["anchors"]] != [tuple(map(float, a)) for a in anchors]:
+            raise ResumeError(f"{resume} was trained with other anchors than {cfg.model.anchors_path} holds")
     if main:
         made = ensure_shapes(cfg, classes)
         if made:
             print(f"made the synthetic shapes set in {made} (once; reused while the shapes settings stay the same)")
     if world > 1:
         dist.barrier()
-    train_records, _ = load_records(cfg.data, cfg.data.train_splits, classes)
-    val_records, _ = load_records(cfg.data, cfg.data.val_splits, classes)
+    train_records, _ = load_records(cfg.data, cfg.data.train_splits, classes, write_cache=main)
+    val_records, _ = load_records(cfg.data, cfg.data.val_splits, classes, write_cache=main)
 
     model = build_model(cfg.model.name, len(classes), cfg.model.obj_prior, cfg.model.cls_prior)
     if cfg.model.weights and ckpt is None:
@@ -223,7 +269,9 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
         epochs = int(ckpt.get("epochs", epochs))
         elapsed_before = float(ckpt.get("elapsed", 0.0))
         _set_rng_state(ckpt["rng"])
-        run_dir = Path(resume).parent
+        run_dir = _resume_run_dir(Path(resume), cfg, start_epoch, main)
+        if run_dir == Path(resume).parent:  # the best score may be newer in best.pt (a kill between the two saves)
+            best = max(best, _best_fitness(run_dir / "best.pt"))
     else:
         run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name) if main else Path(cfg.train.save_dir)
     if cfg.train.sync_bn and world > 1:
@@ -247,10 +295,13 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
     dataset = TrainDataset(train_records, cfg.model.input_size, AugmentParams.from_config(cfg.data),
                            mosaic=cfg.data.mosaic, mixup=cfg.data.mixup, close_mosaic=cfg.data.close_mosaic,
                            epochs=epochs, seed=cfg.train.seed)
-    stop = {"asked": False}
+    if main and len(dataset) < max(cfg.train.batch_size, cfg.train.freeze_batch_size) * world:
+        LOGGER.warning("the training split has %d images, fewer than one batch of %d: each epoch is one smaller step",
+                       len(dataset), max(cfg.train.batch_size, cfg.train.freeze_batch_size) * world)
+    stop = {"asked": 0}  # the signal that asked the run to stop, 0 = none
 
     def on_signal(signum, _frame) -> None:
-        stop["asked"] = True
+        stop["asked"] = signum
         LOGGER.warning("signal %d: finishing the current iteration and saving last.pt", signum)
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -265,12 +316,42 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
 
     t_start = time.time()
 
-    def save(name: str, next_epoch: int) -> None:  # the run's state now, resuming at next_epoch
+    def save(name: str, next_epoch: int, pending_row: dict | None = None) -> None:  # the state now, resuming at next_epoch
         _save(run_dir / name, model, ema, optimizer, scaler, next_epoch, iteration, best, cfg, classes, anchors, epochs,
-              elapsed_before + time.time() - t_start)
+              elapsed_before + time.time() - t_start, pending_row)
 
     eval_seconds: list[float] = []
     result: dict[str, Any] = {}
+
+    def end_epoch(n: int, row: dict[str, Any], evaluate_now: bool) -> None:
+        """Epoch ``n`` (1-based) has trained (rank 0): its evaluation when due, its row, best.pt, last.pt, epochN.pt."""
+        nonlocal best, result
+        if evaluate_now:  # the epoch's training is safe before evaluation starts; resumed, the evaluation runs then
+            save("last.pt", n, pending_row=row)
+            t_eval = time.time()
+            result = _evaluate(ema.ema if ema is not None else unwrap(model), val_records, classes, spec, cfg, device,
+                               loss_fn)
+            eval_seconds.append(time.time() - t_eval)
+            row.update({f"val_{k}": v for k, v in result["val_loss"].items()}, map50=result["map50"],
+                       map50_07=result["map50_07"], map50_95=result["map50_95"],
+                       seconds=round(row["seconds"] + eval_seconds[-1], 1))
+            fitness = (result["map50"], -sum(result["val_loss"].values()))
+            print(f"epoch {n}: mAP50 {result['map50']:.4f} (07: {result['map50_07']:.4f}), "
+                  f"mAP50-95 {result['map50_95']:.4f}, val loss {sum(result['val_loss'].values()):.4f}")
+            if fitness > best:
+                best = fitness
+                save("best.pt", n)
+        _append_csv(run_dir / "results.csv", row)
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and v is not None:
+                    writer.add_scalar(k, v, n)
+        save("last.pt", n)
+        if cfg.train.save_period and n % cfg.train.save_period == 0:
+            save(f"epoch{n}.pt", n)
+
+    if main and ckpt is not None and ckpt.get("pending_row"):  # stopped in the middle of an epoch's evaluation
+        end_epoch(start_epoch, dict(ckpt["pending_row"]), True)
     epoch = start_epoch
     try:
         while epoch < epochs:
@@ -295,13 +376,12 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
             out = train_one_epoch(model, loss_fn, loader, optimizer, device, cfg=cfg, epoch=epoch, epochs=epochs,
                                   base_lr=base_lr, warmup_iters=warmup_iters, start_iter=iteration,
                                   accumulate=accumulate, ema=ema, scaler=scaler, dtype=dtype,
-                                  stop_requested=lambda: stop["asked"], show=main, world=world)
-            iteration += out["iterations"]
-            if out["stopped"]:
+                                  stop_requested=lambda: bool(stop["asked"]), show=main, world=world)
+            if out["stopped"]:  # resumed, the epoch starts again from its first iteration
                 if main:
                     save("last.pt", epoch)
-                    print(f"stopped by a signal; saved {run_dir / 'last.pt'} (resume with --resume)")
                 break
+            iteration += out["iterations"]
             elapsed = elapsed_before + time.time() - t_start
             last = epoch + 1 == epochs
             if cfg.train.time_limit and not last:  # fit the epoch count to the budget
@@ -315,40 +395,23 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
                 epochs = new_epochs
                 last = epoch + 1 == epochs
             row = {"epoch": epoch + 1, "lr": out["lr"], **{f"train_{k}": v for k, v in out["loss"].items()},
-                   "num_pos": out["num_pos"], "collisions": out["collisions"], "bad_steps": out["bad_steps"]}
-            if main and ((epoch + 1) % cfg.train.eval_period == 0 or last):
-                t_eval = time.time()
-                model_eval = ema.ema if ema is not None else unwrap(model)
-                result = evaluate(model_eval, val_records, len(classes), spec, cfg.model.input_size, cfg.eval, device,
-                                  cfg.data.workers, loss_fn)
-                eval_seconds.append(time.time() - t_eval)
-                row.update({f"val_{k}": v for k, v in result["val_loss"].items()}, map50=result["map50"],
-                           map50_07=result["map50_07"], map50_95=result["map50_95"])
-                fitness = (result["map50"], -sum(result["val_loss"].values()))
-                print(f"epoch {epoch + 1}: mAP50 {result['map50']:.4f} (07: {result['map50_07']:.4f}), "
-                      f"mAP50-95 {result['map50_95']:.4f}, val loss {sum(result['val_loss'].values()):.4f}")
-                if fitness > best:
-                    best = fitness
-                    save("best.pt", epoch + 1)
+                   "num_pos": out["num_pos"], "collisions": out["collisions"], "bad_steps": out["bad_steps"],
+                   "seconds": round(time.time() - t_epoch, 1)}
             if main:
-                row["seconds"] = round(time.time() - t_epoch, 1)
-                _append_csv(run_dir / "results.csv", row)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "epoch" and v is not None:
-                            writer.add_scalar(k, v, epoch + 1)
-                save("last.pt", epoch + 1)
-                if cfg.train.save_period and (epoch + 1) % cfg.train.save_period == 0:
-                    save(f"epoch{epoch + 1}.pt", epoch + 1)
+                end_epoch(epoch + 1, row, (epoch + 1) % cfg.train.eval_period == 0 or last)
             if world > 1:
                 dist.barrier()
             epoch += 1
-            if stop_after is not None and epoch - start_epoch >= stop_after and epoch < epochs:
+            if stop["asked"] or (stop_after is not None and epoch - start_epoch >= stop_after and epoch < epochs):
                 break
+        if main and epoch >= epochs and not result and not stop["asked"]:
+            # resumed from a run that had finished its epochs: its final weights are evaluated again
+            result = _evaluate(ema.ema if ema is not None else unwrap(model), val_records, classes, spec, cfg, device,
+                               loss_fn)
     except TrainingStopped as e:
         if main:
             save("last.pt", epoch)
-        raise SystemExit(f"error: {e}; saved {run_dir / 'last.pt'}") from None
+        raise TrainingStopped(f"{e}; saved {run_dir / 'last.pt'}") from None
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
@@ -360,8 +423,11 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
         from utils.plots import plot_results
 
         plot_results(run_dir / "results.csv", run_dir / "results.png")
+    if stop["asked"] and main:
+        print(f"stopped by signal {stop['asked']}; saved {run_dir / 'last.pt'} (continue with --resume)")
     final = {"run_dir": str(run_dir), "epochs": epoch, "best_map50": best[0],
-             "seconds": round(elapsed_before + time.time() - t_start, 1)}
+             "seconds": round(elapsed_before + time.time() - t_start, 1), "stopped": bool(stop["asked"]),
+             "signal": stop["asked"] or None}
     if result:
         final.update(map50=result["map50"], map50_07=result["map50_07"], map50_95=result["map50_95"])
     if return_model:
@@ -369,15 +435,62 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
     return final
 
 
+def _evaluate(model, records, classes, spec, cfg: Config, device, loss_fn) -> dict[str, Any]:
+    """The epoch's evaluation, with the global RNGs left as they were: a run resumed from the last.pt
+    saved before an evaluation continues exactly as the straight run, which went through it."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return evaluate(model, records, len(classes), spec, cfg.model.input_size, cfg.eval, device, cfg.data.workers,
+                        loss_fn)
+
+
+def _best_fitness(path: Path) -> tuple[float, float]:
+    """The best score recorded in a run's best.pt, or (-1, -inf) where there is none to read."""
+    try:
+        return tuple(read_checkpoint(path, ("best_fitness",))["best_fitness"])
+    except WeightsError:
+        return (-1.0, -math.inf)
+
+
+def _resume_run_dir(resume: Path, cfg: Config, start_epoch: int, main: bool) -> Path:
+    """Where a resumed run goes on: a ``last.pt``'s own folder, its results.csv cut back to the checkpoint's
+    epoch (rows of an epoch a kill interrupted go); any other checkpoint (``best.pt``, ``epochN.pt``) in a new
+    folder with the rows up to its epoch, since its own run went on past it and keeps its last.pt and best.pt."""
+    if resume.name == "last.pt":
+        if main:
+            _keep_csv_rows(resume.parent / "results.csv", resume.parent / "results.csv", start_epoch)
+        return resume.parent
+    if not main:
+        return Path(cfg.train.save_dir)
+    run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name)
+    _keep_csv_rows(resume.parent / "results.csv", run_dir / "results.csv", start_epoch)
+    print(f"resuming {resume} (after epoch {start_epoch}) in a new folder, {run_dir}: {resume.parent} "
+          "went on past it and stays as it is")
+    return run_dir
+
+
+def _keep_csv_rows(src: Path, dst: Path, last_epoch: int) -> None:
+    """Write the rows of ``src`` up to ``last_epoch`` to ``dst`` (atomically; nothing when ``src`` is missing)."""
+    if not src.is_file():
+        return
+    with open(src, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("epoch", "").isdigit() and int(r["epoch"]) <= last_epoch]
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, dst)
+
+
 def _save(path: Path, model, ema, optimizer, scaler, epoch: int, iteration: int, best, cfg: Config, classes, anchors,
-          epochs: int, elapsed: float) -> None:
+          epochs: int, elapsed: float, pending_row: dict | None = None) -> None:
     save_checkpoint(path, {
         "model": unwrap(model).state_dict(), "ema": ema.ema.state_dict() if ema is not None else {},
         "ema_updates": ema.updates if ema is not None else 0, "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(), "epoch": epoch, "iteration": iteration, "best_fitness": list(best),
         "epochs": epochs, "elapsed": elapsed, "config": cfg.to_dict(), "class_names": list(classes),
         "anchors": [list(a) for a in anchors], "input_size": cfg.model.input_size, "model_name": cfg.model.name,
-        "rng": _rng_state()})
+        "rng": _rng_state(), "pending_row": pending_row or {}})
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:

@@ -14,10 +14,12 @@ Parsed splits are cached next to the split list, keyed by the file list, sizes a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+import os
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -236,8 +238,13 @@ def _stat(p: Path | None) -> list[int]:
     return [st.st_mtime_ns, st.st_size]
 
 
-def load_voc_split(root: str | Path, split: str, class_names: list[str], cache: bool = True) -> tuple[list[Record], DataReport]:
-    """Records and problems of one split entry, ``YEAR/split`` (e.g. ``VOC2007/trainval``)."""
+def load_voc_split(root: str | Path, split: str, class_names: list[str], cache: bool = True,
+                   write_cache: bool = True) -> tuple[list[Record], DataReport]:
+    """Records and problems of one split entry, ``YEAR/split`` (e.g. ``VOC2007/trainval``).
+
+    With ``cache``, a cache file beside the split list is read when its key matches, and written
+    (atomically, where ``write_cache``: rank 0 of a distributed run) when it does not.
+    """
     if split.count("/") != 1:
         raise DataError(f"a VOC split is 'FOLDER/split' (e.g. VOC2007/trainval), got '{split}'")
     folder, name = split.split("/")
@@ -262,7 +269,9 @@ def load_voc_split(root: str | Path, split: str, class_names: list[str], cache: 
 
     xmls = [base / "Annotations" / f"{i}.xml" for i in ids]
     images = [_find_image(base / "JPEGImages", i) for i in ids]
-    key_src = json.dumps([CACHE_VERSION, class_names, ids, [_stat(x if x.is_file() else None) for x in xmls],
+    # the records hold image paths under ``root`` as given: a cache read through another root (another
+    # relative path, another working directory) must not hand back paths that do not exist from here
+    key_src = json.dumps([CACHE_VERSION, str(root), class_names, ids, [_stat(x if x.is_file() else None) for x in xmls],
                           [_stat(p) for p in images]])
     key = hashlib.sha1(key_src.encode()).hexdigest()
     cache_file = list_file.with_name(f"{name}.cache.json")
@@ -295,12 +304,15 @@ def load_voc_split(root: str | Path, split: str, class_names: list[str], cache: 
         record = parse_voc_xml(xml_path, image_path, class_index, report, (w, h))
         if record is not None:
             records.append(record)
-    if cache:
-        try:
-            cache_file.write_text(json.dumps({"key": key, "records": [r.to_json() for r in records],
-                                              "report": report.to_json()}))
+    if cache and write_cache:
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        try:  # a reader never sees half a file: written aside, then renamed into place
+            tmp.write_text(json.dumps({"key": key, "records": [r.to_json() for r in records], "report": report.to_json()}))
+            os.replace(tmp, cache_file)
         except OSError as e:
             LOGGER.debug("annotation cache not written: %s", e)
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # our own temporary name
     return records, report
 
 
@@ -355,8 +367,10 @@ def load_coco_split(root: str | Path, split: str, class_names: list[str]) -> tup
 # --------------------------------------------------------------------------- entry point
 
 
-def load_records(data_cfg, splits: list[str], class_names: list[str]) -> tuple[list[Record], DataReport]:
+def load_records(data_cfg, splits: list[str], class_names: list[str],
+                 write_cache: bool = True) -> tuple[list[Record], DataReport]:
     """All records of ``splits`` (``data_cfg``: utils.config.DataConfig), with one merged report.
+    ``write_cache``: false on the ranks of a distributed run but the first, which alone writes caches.
 
     Raises DataError when nothing is usable, or under ``data_cfg.strict`` when anything is wrong.
     """
@@ -366,7 +380,7 @@ def load_records(data_cfg, splits: list[str], class_names: list[str]) -> tuple[l
         if data_cfg.format == "coco":
             recs, rep = load_coco_split(data_cfg.root, split, class_names)
         else:
-            recs, rep = load_voc_split(data_cfg.root, split, class_names, cache=data_cfg.cache)
+            recs, rep = load_voc_split(data_cfg.root, split, class_names, cache=data_cfg.cache, write_cache=write_cache)
         records += recs
         report.merge(rep)
     if report:
