@@ -92,6 +92,39 @@ def test_sweep_resumes_and_skips_finished_runs(tmp_path: Path) -> None:
     assert (tmp_path / "ablation.png").stat().st_size > 1000
 
 
+def test_a_run_stopped_by_a_signal_is_resumed_not_recorded(tmp_path: Path) -> None:
+    argv = ["--grid", "loss.focal_loss=false,true", "--seeds", "1", "--out", str(tmp_path), "train.epochs=3"]
+
+    def stopped(args: list[str], log: Path) -> int:  # train.py after Ctrl-C: last.pt saved, the JSON says so, 130
+        opts = dict(a.split("=", 1) for a in args if "=" in a)
+        run_dir = Path(opts["train.save_dir"]) / opts["train.name"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "last.pt").write_bytes(b"checkpoint")
+        Path(args[args.index("--json") + 1]).write_text(json.dumps({"stopped": True, "signal": 2, "map50": 0.01}))
+        return 130
+
+    with pytest.raises(SystemExit) as stop:
+        ablate.main(argv, runner=stopped)
+    assert stop.value.code == 130  # the sweep stops with the run's status, not as a success
+    again = FakeTrain()
+    assert ablate.main(argv, runner=again) == 0
+    assert "--resume" in again.calls[0] and len(again.calls) == 2
+    rows = list(csv.DictReader(open(tmp_path / "ablation.csv")))
+    assert [float(r["map50"]) for r in rows] == [0.30, 0.35]  # the stopped run's 0.01 was never recorded
+
+
+def test_a_run_folder_with_foreign_files_is_never_deleted(tmp_path: Path) -> None:
+    run_dir = tmp_path / "focal_loss-false_seed0"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("x")
+    (run_dir / "notes.txt").write_text("mine")  # no last.pt, and a file train.py does not write
+    with pytest.raises(SystemExit, match="holds files a run does not write \\(notes.txt\\)"):
+        ablate.main(["--grid", "loss.focal_loss=false", "--seeds", "1", "--out", str(tmp_path)], runner=FakeTrain())
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    (run_dir / "notes.txt").unlink()
+    assert ablate.main(["--grid", "loss.focal_loss=false", "--seeds", "1", "--out", str(tmp_path)], runner=FakeTrain()) == 0
+
+
 def test_paired_difference_is_per_seed() -> None:
     settings = [{"loss.focal_loss": "false"}, {"loss.focal_loss": "true"}]
     rows = [{"setting": "focal_loss=false", "seed": s, "map50": v, "map50_95": v} for s, v in ((0, 0.2), (1, 0.4))]

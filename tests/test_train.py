@@ -40,7 +40,7 @@ def test_a_run_writes_its_folder(tmp_path: Path) -> None:
     assert {"model", "ema", "optimizer", "scaler", "epoch", "best_fitness", "config", "class_names", "anchors",
             "input_size", "model_name", "rng"} <= set(ckpt)
     assert ckpt["epoch"] == 2 and len(ckpt["class_names"]) == 6
-    assert load_config(run / "config.yaml") == load_config(run / "config.yaml")
+    assert load_config(run / "config.yaml") == tiny_cfg(tmp_path, "train.epochs=2")  # the run's config, read back
     # a second run never overwrites the first
     assert fit(tiny_cfg(tmp_path, "train.epochs=1"))["run_dir"] == str(tmp_path / "runs" / "exp2")
 
@@ -100,6 +100,38 @@ def test_non_finite_losses_stop_the_run_and_save(tmp_path: Path, monkeypatch: py
     with pytest.raises(TrainingStopped, match="3 non-finite losses in a row"):
         fit(tiny_cfg(tmp_path, "train.epochs=2", "train.max_bad_steps=3", "shapes.num_train=40"))
     assert (tmp_path / "runs" / "exp" / "last.pt").is_file()
+
+
+def test_a_split_smaller_than_a_batch_still_trains(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    result = fit(tiny_cfg(tmp_path, "train.epochs=2", "shapes.num_train=3"))  # 3 images, batch 8
+    run = Path(result["run_dir"])
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 2  # one step of 3 images per epoch
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(float(r["train_total"]) > 0 for r in rows)
+    assert "the training split has 3 images, fewer than one batch of 8 (train.batch_size)" in caplog.text
+
+
+def test_last_pt_is_saved_before_the_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import utils.trainer
+
+    real, calls = utils.trainer.evaluate, []
+
+    def crash_at_the_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("evaluation ran out of memory")
+        return real(*a, **k)
+
+    monkeypatch.setattr(utils.trainer, "evaluate", crash_at_the_second)
+    with pytest.raises(MemoryError):
+        fit(tiny_cfg(tmp_path, "train.epochs=3"))
+    run = tmp_path / "runs" / "exp"
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["pending_row"]["epoch"] == 2  # epoch 2's training is kept
+    monkeypatch.undo()
+    fit(load_config(run / "config.yaml"), resume=run / "last.pt")  # evaluates epoch 2 first, then trains epoch 3
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and all(r["map50"] != "" for r in rows)
 
 
 def test_time_limit_fits_the_epochs(tmp_path: Path) -> None:

@@ -216,6 +216,46 @@ def test_cache_is_used_and_rebuilt_when_a_file_changes(tmp_path: Path) -> None:
     assert load(root, cache=True)[0][0].labels.tolist() == [0, 1]
 
 
+def test_a_cache_read_through_another_root_gives_paths_that_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_voc(tmp_path / "data", {"a": (xml([obj("cat", 2, 2, 20, 20)]), img())})
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    (rec,), _ = load(Path("data"), cache=True)  # the cache is written through the root "data"
+    assert Path(rec.path).is_file()
+    monkeypatch.chdir(tmp_path / "sub")  # the same dataset, another working directory and relative root
+    (rec,), _ = load(Path("../data"), cache=True)
+    assert Path(rec.path).is_file() and rec.path == str(Path("../data/DS/JPEGImages/a.jpg"))
+
+
+def test_the_cache_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_voc(tmp_path, {"a": (xml([obj("cat", 2, 2, 20, 20)]), img())})
+    load(root, cache=True)
+    cache_file = root / "DS" / "ImageSets" / "Main" / "train.cache.json"
+    before = cache_file.read_bytes()
+    (root / "DS" / "Annotations" / "a.xml").write_text(xml([obj("dog", 2, 2, 20, 20)]))  # a new key
+    real = Path.write_text
+
+    def disk_full(self, text, *a, **k):  # half the text reaches the disk, then the write fails
+        real(self, text[: len(text) // 2], *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    (rec,), _ = load(root, cache=True)
+    monkeypatch.undo()
+    assert rec.labels.tolist() == [1]  # the records are right; only the cache was not written
+    assert cache_file.read_bytes() == before  # the old cache is whole (and its key no longer matches)
+    assert sorted(p.name for p in cache_file.parent.iterdir()) == ["train.cache.json", "train.txt"]
+
+
+def test_only_the_writing_rank_writes_the_cache(tmp_path: Path) -> None:
+    root = make_voc(tmp_path, {"a": (xml([obj("cat", 2, 2, 20, 20)]), img())})
+    cfg = data_cfg(root)
+    load_records(cfg, ["DS/train"], CLASSES, write_cache=False)  # the ranks of a distributed run but the first
+    assert not (root / "DS" / "ImageSets" / "Main" / "train.cache.json").exists()
+    load_records(cfg, ["DS/train"], CLASSES)
+    assert (root / "DS" / "ImageSets" / "Main" / "train.cache.json").is_file()
+
+
 def test_coco_reader_maps_ids_and_marks_crowd(tmp_path: Path) -> None:
     (tmp_path / "annotations").mkdir()
     (tmp_path / "val2017").mkdir()

@@ -295,9 +295,13 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
     dataset = TrainDataset(train_records, cfg.model.input_size, AugmentParams.from_config(cfg.data),
                            mosaic=cfg.data.mosaic, mixup=cfg.data.mixup, close_mosaic=cfg.data.close_mosaic,
                            epochs=epochs, seed=cfg.train.seed)
-    if main and len(dataset) < max(cfg.train.batch_size, cfg.train.freeze_batch_size) * world:
-        LOGGER.warning("the training split has %d images, fewer than one batch of %d: each epoch is one smaller step",
-                       len(dataset), max(cfg.train.batch_size, cfg.train.freeze_batch_size) * world)
+    phases = {"train.batch_size": cfg.train.batch_size} if cfg.train.freeze_epochs < epochs else {}
+    if cfg.train.freeze_epochs:
+        phases["train.freeze_batch_size"] = cfg.train.freeze_batch_size
+    for key, b in phases.items():
+        if main and len(dataset) < b * world:  # the loader keeps the one partial batch (utils.dataset.build_train_loader)
+            LOGGER.warning("the training split has %d images, fewer than one batch of %d (%s): each epoch of that "
+                           "phase is one step of %d images", len(dataset), b * world, key, len(dataset))
     stop = {"asked": 0}  # the signal that asked the run to stop, 0 = none
 
     def on_signal(signum, _frame) -> None:
