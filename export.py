@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import sys
 import warnings
@@ -41,8 +42,10 @@ def write_onnx(model: torch.nn.Module, x: torch.Tensor, path: str | Path, dynami
         # the TorchScript-based exporter (dynamo=False) needs no extra package; it warns that it is the old one,
         # and that the input-size check in YOLO.forward is fixed at trace time (it passes for any multiple of 32)
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["images"], output_names=out_names,
-                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
+        # torch < 2.5 has only that exporter, and no ``dynamo`` argument
+        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+        torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=out_names,
+                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True, **legacy)
 
 
 def export_onnx(weights: str | Path, output: str | Path | None = None, config: str | Path | None = None,

@@ -87,3 +87,17 @@ def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
     assert set(m["batch1_ms"]) == {"plain", "fused", "fused_channels_last", "frozen", "onnxruntime", "fused_channels_last_bf16"}
     assert m["onnx_max_abs_diff"] < 1e-4
     assert 0 < m["bf16_max_rel_diff"] < 0.05  # bfloat16 keeps 8 significant bits; the maps differ, a little
+
+
+def test_gpu_check_runs_its_steps_in_smoke_mode(tmp_path: Path) -> None:
+    # CI has no GPU: the script's steps (train, stop, resume, evaluate, eval.py, predict.py) at tiny sizes on the CPU
+    from bench import gpu_check
+
+    out = tmp_path / "r.json"
+    assert gpu_check.main(["--smoke", "--device", "cpu", "--out", str(tmp_path / "g"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["failed_checks"] == []
+    for part in ("yolov4_amp", "yolov4_fp32", "tiny_amp"):
+        assert result[part]["checks"]["resumed_to_the_end"] and result[part]["images_per_s_epoch1"] > 0
+    assert result["tiny_eval_predict"]["predict_label_files"] > 0
+    assert gpu_check.main(["--out", str(tmp_path / "g")]) == 1 or torch.cuda.is_available()  # no CUDA: a clear refusal

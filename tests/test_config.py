@@ -85,6 +85,7 @@ def test_find_config_looks_in_configs(tmp_path: Path, monkeypatch: pytest.Monkey
         ("model.cls_prior=null", "model", "cls_prior", None),  # optional
         ("model.cls_prior=0.1", "model", "cls_prior", 0.1),
         ("train.save_dir=runs/x y", "train", "save_dir", "runs/x y"),
+        ("train.amp=off", "train", "amp", "off"),  # YAML 1.1 reads a bare off as false; the choice is the word
     ],
 )
 def test_override_of_each_type(override: str, section: str, key: str, expected: object) -> None:

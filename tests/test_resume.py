@@ -155,7 +155,10 @@ def test_resuming_a_finished_run_evaluates_it_and_trains_nothing(tmp_path: Path)
     done = fit(tiny_cfg(tmp_path, "train.epochs=1"))
     run = Path(done["run_dir"])
     before = (run / "last.pt").read_bytes()
+    (run / ".last.pt.k9x2_q.tmp").write_bytes(b"PK half a checkpoint")  # a kill in the middle of a save left it
+    (run / "notes.tmp").write_text("mine")
     again = fit(load_config(run / "config.yaml"), resume=run / "last.pt")
+    assert not (run / ".last.pt.k9x2_q.tmp").exists() and (run / "notes.tmp").read_text() == "mine"
     assert again["epochs"] == 1 and again["map50"] == pytest.approx(done["map50"])
     assert epochs_in_csv(run) == ["1"]
     assert (run / "last.pt").read_bytes() == before

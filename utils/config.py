@@ -328,6 +328,8 @@ def _set(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
         _unknown_section(section, source)
     if key not in _fields(section):
         raise ConfigError(f"{source}: unknown key '{dotted}'.{_suggest(dotted)}")
+    if isinstance(value, bool) and ("off" if value is False else "on") in _fields(section)[key].metadata.get("choices", ()):
+        value = "off" if value is False else "on"  # YAML 1.1 reads a bare off / on as a boolean: train.amp=off
     setattr(getattr(cfg, section), key, _coerce(value, _hints(section)[key], f"{source}: {dotted}"))
 
 

@@ -462,6 +462,8 @@ def _resume_run_dir(resume: Path, cfg: Config, start_epoch: int, main: bool) -> 
     if resume.name == "last.pt":
         if main:
             _keep_csv_rows(resume.parent / "results.csv", resume.parent / "results.csv", start_epoch)
+            for tmp in resume.parent.glob(".*.pt.*.tmp"):  # save_checkpoint's temporary names, left by a kill
+                tmp.unlink()
         return resume.parent
     if not main:
         return Path(cfg.train.save_dir)
