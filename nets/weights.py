@@ -19,8 +19,11 @@ class WeightsError(ValueError):
     """A weights file that cannot be used."""
 
 
-def read_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, required: tuple[str, ...] = (), mmap: bool = False) -> dict[str, Any]:
     """A ``.pt`` file loaded with ``weights_only=True`` (tensors, numbers, strings, lists, dicts only).
+
+    ``mmap=True`` maps the tensors' storage instead of reading it, for a caller that wants the small
+    entries only (a run's config, its best score) of a checkpoint of hundreds of MB.
 
     Every way a file can be unusable (missing, empty, cut short by a full disk or a kill, damaged,
     not a dict, without the ``required`` keys) is one WeightsError whose message names the file.
@@ -33,7 +36,7 @@ def read_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     if size == 0:
         raise WeightsError(f"{path}: the checkpoint is empty (0 bytes)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001  torch raises RuntimeError, UnpicklingError, EOFError, ValueError, ...
         reason = "truncated or not a PyTorch checkpoint" if not zipfile.is_zipfile(path) else \
             (str(e).strip().splitlines() or [type(e).__name__])[0]

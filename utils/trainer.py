@@ -88,7 +88,7 @@ def resume_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     which must describe the same run) with ``overrides`` applied, checked by :func:`check_resume_changes`."""
     from utils.config import apply_overrides, load_config, validate
 
-    saved = config_from_dict(read_checkpoint(path, RESUME_KEYS)["config"], str(path))
+    saved = config_from_dict(read_checkpoint(path, RESUME_KEYS, mmap=True)["config"], str(path))
     cfg = load_config(config, overrides) if config else validate(apply_overrides(config_from_dict(saved.to_dict()), overrides))
     check_resume_changes(saved, cfg, path)
     return cfg
@@ -450,7 +450,7 @@ def _evaluate(model, records, classes, spec, cfg: Config, device, loss_fn) -> di
 def _best_fitness(path: Path) -> tuple[float, float]:
     """The best score recorded in a run's best.pt, or (-1, -inf) where there is none to read."""
     try:
-        return tuple(read_checkpoint(path, ("best_fitness",))["best_fitness"])
+        return tuple(read_checkpoint(path, ("best_fitness",), mmap=True)["best_fitness"])
     except WeightsError:
         return (-1.0, -math.inf)
 
