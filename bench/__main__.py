@@ -63,16 +63,13 @@ def targets(r: dict) -> list[dict]:
         for precision in ("fp32", "bf16"):
             fraction = t.get(f"fraction_of_conv_rate_{precision}", {}).get("forward_backward")
             add(f"yolov4 train step, {precision}: fraction of the large-conv rate (forward + backward)", fraction, 0.75)
-        add("yolov4 train step: loss + assignment share", t["loss_share"], 0.05, above=False)
+        # the loss is plain autograd, written as the documents write it; it need only stay small next to the step
+        add("yolov4 train step: loss + assignment share", t["loss_share"], 0.02, above=False)
     infer = {m["model"]: m for m in r.get("infer", {}).get("models", [])}
     if "yolov4" in infer:
         m = infer["yolov4"]
         add("yolov4 inference 416 b1: best float32 PyTorch over plain eager", m["speedup_best_pytorch_over_plain"], 1.4)
         add("yolov4 inference 416 b1: bf16 PyTorch over plain eager", m.get("speedup_bf16_over_plain"), 1.4)
-    loss = r.get("loss", {}).get("cases", [])
-    at50 = [c["speedup"] for c in loss if c["boxes_per_image"] == 50]
-    if at50:
-        add("loss at 50 boxes/image: speed over the per-box loop (worst of focal on/off)", min(at50), 10.0)
     if "data" in r and "yolov4" in train:
         step_rate = train["yolov4"][train["yolov4"]["best"]]["images_per_s"]
         add("data pipeline (1 worker, mosaic + mixup) over yolov4 step images/s",

@@ -311,6 +311,131 @@ def test_focal_conf_equals_torchvision_sigmoid_focal_loss(normalize: str, alpha:
         torch.testing.assert_close(m.grad, r.grad)
 
 
+def test_classic_focal_conf_is_the_documents_expression() -> None:
+    # the YoloV4 focal write-up's lines, typed here from probabilities in float64:
+    #   ratio = where(obj_mask, alpha, 1 - alpha) * where(obj_mask, 1 - conf, conf) ** gamma
+    #   loss_conf = mean((BCE(conf, obj_mask) * ratio)[noobj_mask | obj_mask]) * focal_loss_ratio
+    alpha, gamma = 0.25, 2.0
+    loss = make_loss(4, 128, box_weight=0.0, cls_weight=0.0, focal_loss=True, focal_alpha=alpha, focal_gamma=gamma,
+                     focal_loss_ratio=10.0, ignore_thresh=0.4)
+    targets = random_targets(2, 6, 128, 4, 11)
+    maps = random_maps(loss, 2, 128, 11)
+    _, terms = loss(maps, targets)
+    levels, _ = kept_and_logits(loss, maps, targets)
+    ref = 0.0
+    for i, (logits, obj_mask, kept) in enumerate(levels):
+        conf = torch.sigmoid(logits.double())
+        t = obj_mask.double()
+        bce = -(t * torch.log(conf) + (1 - t) * torch.log(1 - conf))
+        ratio = torch.where(obj_mask, alpha, 1 - alpha) * torch.where(obj_mask, 1 - conf, conf) ** gamma
+        ref += float(torch.mean((bce * ratio)[kept])) * 10.0 * loss.balance[i] * loss.obj_weight
+    assert abs(float(terms["conf"]) - ref) < 1e-6 * max(1.0, ref)
+
+
+def test_conf_term_on_extreme_logits_is_finite_and_equals_torchvision() -> None:
+    # logits from -100 to 100 on positives and negatives: where sigmoid rounds to 0 or 1 the term and its
+    # gradient stay finite and equal torchvision's sigmoid_focal_loss (and, focal off, the BCE) on the kept cells
+    from nets.loss import LevelTargets
+
+    logits = torch.cat((torch.linspace(-100, 100, 41), torch.randn(199, generator=torch.Generator().manual_seed(0)) * 4))
+    logits = logits.view(1, 3, 8, 10)
+    obj = (torch.arange(240) % 3 == 0).view(1, 3, 8, 10)
+    ignore = (torch.arange(240) % 7 == 1).view(1, 3, 8, 10) & ~obj
+    empty = torch.zeros(0, dtype=torch.long)
+    tg = LevelTargets(obj, ignore, empty, empty, empty, empty, torch.zeros(0, 4), empty)
+    kept = obj | ~ignore
+    for focal in (True, False):
+        loss = make_loss(4, 416, TINY, focal_loss=focal, focal_alpha=0.25, focal_gamma=2.0, focal_loss_ratio=1.0,
+                         balance=[1.0, 1.0, 1.0])
+        x, ref_x = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+        got = loss.conf_term([x], [tg], torch.tensor(80.0))
+        if focal:
+            ref = sigmoid_focal_loss(ref_x[kept], obj[kept].float(), 0.25, 2.0, reduction="mean") * loss.obj_weight
+        else:
+            ref = F.binary_cross_entropy_with_logits(ref_x[kept], obj[kept].float()) * loss.obj_weight
+        got.backward()
+        ref.backward()
+        assert torch.isfinite(got) and torch.isfinite(x.grad).all()
+        torch.testing.assert_close(got, ref)
+        torch.testing.assert_close(x.grad, ref_x.grad)
+
+
+def test_varifocal_and_quality_focal_on_hand_computed_cells() -> None:
+    from nets.loss import quality_focal_loss, varifocal_loss
+
+    # a positive at logit 0 (p = 0.5) with IoU target q = 0.8: BCE(0.5, 0.8) = -(0.8 ln 0.5 + 0.2 ln 0.5) = ln 2;
+    #   varifocal: q * ln 2 = 0.554518; quality (beta 2): |0.8 - 0.5|^2 ln 2 = 0.09 ln 2 = 0.062383
+    # a negative at logit ln 3 (p = 0.75), q = 0: BCE = -ln 0.25 = ln 4 = 1.386294;
+    #   varifocal (alpha 0.75, gamma 2): 0.75 * 0.75^2 * ln 4 = 0.584843; quality: 0.75^2 ln 4 = 0.779791
+    logits = torch.tensor([0.0, math.log(3.0)], dtype=torch.float64)
+    q = torch.tensor([0.8, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(varifocal_loss(logits, q, 0.75, 2.0),
+                               torch.tensor([0.8 * math.log(2), 0.75 * 0.5625 * math.log(4)], dtype=torch.float64))
+    torch.testing.assert_close(quality_focal_loss(logits, q, 2.0),
+                               torch.tensor([0.09 * math.log(2), 0.5625 * math.log(4)], dtype=torch.float64))
+
+
+def test_objectness_losses_pass_gradcheck() -> None:
+    from nets.loss import LevelTargets, quality_focal_loss, varifocal_loss
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(12, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    q = torch.where(torch.arange(12) % 3 == 0, torch.rand(12, generator=g, dtype=torch.float64) * 0.6 + 0.3, 0.0)
+    assert torch.autograd.gradcheck(lambda v: varifocal_loss(v, q, 0.75, 2.0), (x,))
+    assert torch.autograd.gradcheck(lambda v: quality_focal_loss(v, q, 2.0), (x,))
+    # the whole conf term of each form on float64 logits (in training they are float32)
+    obj = (torch.arange(12) % 3 == 0).view(1, 3, 2, 2)
+    empty = torch.zeros(0, dtype=torch.long)
+    tg = LevelTargets(obj, torch.zeros_like(obj), empty, empty, empty, empty, torch.zeros(0, 4), empty)
+    for kw in ({}, {"focal_loss": True}, {"focal_loss": True, "focal_form": "varifocal"},
+               {"focal_loss": True, "focal_form": "quality"}, {"obj_iou_target": 0.5}):
+        loss = make_loss(4, 416, TINY, **kw)
+        qmap = q.view(1, 3, 2, 2)
+        assert torch.autograd.gradcheck(
+            lambda v, loss=loss, qmap=qmap: loss.conf_term([v.view(1, 3, 2, 2)], [tg], torch.tensor(4.0, dtype=torch.float64),
+                                                           [qmap]), (x,))
+
+
+def positives_iou(loss: YOLOLoss, maps, got) -> list[torch.Tensor]:
+    """Per level ``[B, A, H, W]``: each positive's IoU (torchvision) of its decoded box with its ground truth."""
+    out = []
+    for m, tg, stride, sxy in zip(maps, got.levels, loss.strides, loss.scale_x_y, strict=True):
+        boxes = decode_boxes(to_per_anchor(m.detach(), loss.num_anchors), loss.level_anchors(len(out)), stride, sxy)
+        q = torch.zeros(tg.obj_mask.shape)
+        pred = boxes[tg.b, tg.a, tg.gy, tg.gx]
+        q[tg.b, tg.a, tg.gy, tg.gx] = box_iou(pred, tg.boxes).diagonal().clamp(min=0) if len(pred) else q.new_zeros(0)
+        out.append(q)
+    return out
+
+
+@pytest.mark.parametrize("form", ["varifocal", "quality", "iou_target"])
+def test_iou_aware_conf_terms_equal_their_formulas(form: str) -> None:
+    alpha, gamma, r = 0.75, 2.0, 0.7
+    kw = {"box_weight": 0.0, "cls_weight": 0.0, "focal_alpha": alpha, "focal_gamma": gamma, "ignore_thresh": 0.4}
+    kw.update({"obj_iou_target": r} if form == "iou_target" else {"focal_loss": True, "focal_form": form})
+    loss = make_loss(4, 128, **kw)
+    targets = random_targets(2, 6, 128, 4, 12)
+    maps = random_maps(loss, 2, 128, 12, scale=0.5)
+    _, terms = loss(maps, targets)
+    levels, got = kept_and_logits(loss, maps, targets)
+    quality = positives_iou(loss, maps, got)
+    assert sum(float(q.sum()) for q in quality) > 0.5  # some positives overlap their boxes: q is not all zero
+    num_pos = float(got.stats["num_pos"])
+    ref = 0.0
+    for i, ((logits, obj, kept), q) in enumerate(zip(levels, quality, strict=True)):
+        p = logits.sigmoid()
+        if form == "varifocal":  # VarifocalNet eq. 2, normalized by the sum of the positives' q
+            vfl = -(q * torch.log(p) + (1 - q) * torch.log(1 - p)) * torch.where(q > 0, q, alpha * p**gamma)
+            ref += float(vfl[kept].sum()) / max(sum(float(v.sum()) for v in quality), 1.0) * loss.balance[i]
+        elif form == "quality":  # GFL eq. 5, beta = gamma, normalized by the number of positives
+            qfl = (q - p).abs() ** gamma * -(q * torch.log(p) + (1 - q) * torch.log(1 - p))
+            ref += float(qfl[kept].sum()) / num_pos * loss.balance[i]
+        else:  # BCE against (1 - r) + r * IoU on positives, 0 on negatives; the mean over the kept cells
+            t = torch.where(obj, (1 - r) + r * q, 0.0)
+            ref += float(F.binary_cross_entropy(p[kept], t[kept])) * loss.balance[i]
+    torch.testing.assert_close(float(terms["conf"]), ref * loss.obj_weight, rtol=1e-5, atol=1e-7)
+
+
 def test_bce_conf_equals_masked_bce_by_hand() -> None:
     loss = make_loss(4, 128, box_weight=0.0, cls_weight=0.0, ignore_thresh=0.4)
     targets = random_targets(2, 6, 128, 4, 8)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
 
 FOCAL_SWITCH = "loss.focal_loss"
-FOCAL_ONLY = ("loss.focal_alpha", "loss.focal_gamma", "loss.focal_loss_ratio", "loss.focal_normalize")
+FOCAL_ONLY = ("loss.focal_alpha", "loss.focal_gamma", "loss.focal_loss_ratio", "loss.focal_normalize", "loss.focal_form")
 CSV_FIELDS = ["setting", "seed", "map50", "map50_07", "map50_95", "epochs", "seconds", "run_dir"]
 
 
