@@ -24,11 +24,11 @@ from torchvision.ops import box_iou
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit, median_ms, median_ms_interleaved  # noqa: E402
+from nets.box_coding import decode_boxes, to_per_anchor  # noqa: E402
 from nets.loss import Assignment, LevelTargets, YOLOLoss  # noqa: E402
 from nets.yolo import build_model  # noqa: E402
 from utils.boxes import shape_iou  # noqa: E402
 from utils.config import REPO_ROOT, read_anchors  # noqa: E402
-from utils.postprocess import decode_boxes, to_per_anchor  # noqa: E402
 
 STRIDES = (8, 16, 32)
 MASKS = ((0, 1, 2), (3, 4, 5), (6, 7, 8))
@@ -76,7 +76,7 @@ class LoopAssignLoss(YOLOLoss):
                     obj[b, k, gy, gx] = True
                     best_iou[b, k, gy, gx] = ious[i, best_n]
                     owner[b, k, gy, gx] = rows[i]
-                ignore[b] = box_iou(pred[b].reshape(-1, 4), t[:, 2:6]).amax(1).view(n_a, hh, ww) > self.ignore_thresh
+                ignore[b] = box_iou(pred[b].reshape(-1, 4), t[:, 2:6]).amax(1).view(n_a, hh, ww) > self.assigner.ignore_thresh
             ignore &= ~obj
             b_i, a_i, gy_i, gx_i = obj.nonzero(as_tuple=True)
             ms = owner[b_i, a_i, gy_i, gx_i]

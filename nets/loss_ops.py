@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from utils.postprocess import split_anchors
+from nets.box_coding import split_anchors
 
 
 def focal_bce(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float,

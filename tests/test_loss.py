@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
+from nets.box_coding import decode_boxes, to_per_anchor
 from nets.loss import YOLOLoss
 from nets.yolo import build_model
 from utils.config import read_anchors
-from utils.postprocess import decode_boxes, to_per_anchor
 
 ANCHORS = read_anchors("model_data/yolo_anchors.txt")
 TINY_ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
@@ -90,8 +90,8 @@ def loop_assign(loss: YOLOLoss, boxes: list[torch.Tensor], targets: torch.Tensor
             ious.append(inter / (w * h + aw * ah - inter))
         best = max(used, key=lambda k: (ious[k], -k))  # first maximum
         chosen = {best}
-        if loss.multi_anchor_iou is not None:
-            chosen |= {k for k in used if ious[k] > loss.multi_anchor_iou}
+        if loss.assigner.multi_anchor_iou is not None:
+            chosen |= {k for k in used if ious[k] > loss.assigner.multi_anchor_iou}
         for lvl, mask in enumerate(loss.anchor_masks):
             s = loss.strides[lvl]
             hh, ww = boxes[lvl].shape[2:4]
@@ -112,7 +112,7 @@ def loop_assign(loss: YOLOLoss, boxes: list[torch.Tensor], targets: torch.Tensor
             if not len(gts):
                 continue
             best = box_iou(bx[b].reshape(-1, 4).double(), gts.double()).amax(1).view(n_a, hh, ww)
-            for a, gy, gx in (best > loss.ignore_thresh).nonzero().tolist():
+            for a, gy, gx in (best > loss.assigner.ignore_thresh).nonzero().tolist():
                 if (lvl, b, a, gy, gx) not in positives:
                     ignored.add((lvl, b, a, gy, gx))
     return positives, ignored
@@ -150,6 +150,22 @@ def test_assignment_equals_plain_loop(arch: dict, multi: float | None, ignore: f
     assert len(ignored) > 0 and got.stats["collisions"] > 0  # the cases were exercised
     assert got.stats["num_pos"] == len(positives)
     assert got.stats["ignored"] == len(ignored)
+
+
+@pytest.mark.parametrize("ignore", [0.5, 0.7])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_ignore_mask_equals_the_dense_definition(ignore: float, seed: int) -> None:
+    # nets/assign.py's two definitions: every cell against every ground truth, and the fast path
+    loss = make_loss(4, 256, ignore_thresh=ignore, scale_x_y=(1.2, 1.1, 1.05))
+    maps = random_maps(loss, 3, 256, seed, scale=0.5)
+    targets = random_targets(3, 8, 256, 4, seed)
+    a = loss.assigner
+    preds = [to_per_anchor(m, a.num_anchors).permute(0, 1, 4, 2, 3) for m in maps]  # [B, A, 5 + C, H, W]
+    t = targets[(targets[:, 4:] > targets[:, 2:4]).all(1)]
+    img = t[:, 0].long()
+    fast = a._overlapping(preds, t, img)
+    dense = torch.cat([a._overlapping_dense(i, p, t, img).reshape(-1) for i, p in enumerate(preds)])
+    assert dense.sum() > 0 and torch.equal(fast, dense)
 
 
 def test_assignment_is_order_independent() -> None:
