@@ -87,8 +87,10 @@ def test_sweep_resumes_and_skips_finished_runs(tmp_path: Path) -> None:
     md = (tmp_path / "ablation.md").read_text()
     # focal off: mAP50 0.30, 0.31, 0.32 -> mean 0.31, sample std 0.01; focal on: 0.35, 0.36, 0.37 -> 0.36 +- 0.01;
     # paired differences 0.05 each -> +0.05 +- 0; mAP50-95 is half of mAP50
-    assert "| focal_loss=false | 3 | 0.3100 ± 0.0100 | 0.1550 ± 0.0050 | - | - |" in md
-    assert "| **focal_loss=true** | 3 | 0.3600 ± 0.0100 | 0.1800 ± 0.0050 | +0.0500 ± 0.0000 | +0.0250 ± 0.0000 |" in md
+    # (the fake runs report no per-class AP, so the rare-class columns are empty)
+    assert "| focal_loss=false | 3 | 0.3100 ± 0.0100 | 0.1550 ± 0.0050 | - | - | - | - |" in md
+    assert ("| **focal_loss=true** | 3 | 0.3600 ± 0.0100 | 0.1800 ± 0.0050 | - | +0.0500 [+0.0500, +0.0500] | "
+            "+0.0250 [+0.0250, +0.0250] | - |") in md
     assert (tmp_path / "ablation.png").stat().st_size > 1000
 
 
@@ -133,7 +135,36 @@ def test_paired_difference_is_per_seed() -> None:
     # differences 0.1 and 0.0: mean 0.05, sample std sqrt(((0.05)^2 * 2) / 1) = 0.0707
     assert on["delta_map50"][0] == pytest.approx(0.05)
     assert on["delta_map50"][1] == pytest.approx(math.sqrt(0.005))
+    # the 95% t interval of the mean of 2 differences: t(0.975, 1 df) = 12.706, times sd / sqrt(2) = 0.05
+    assert on["delta_map50"][2] == pytest.approx(12.706 * 0.05)
     assert on["versus"] == "focal_loss=false"
+
+
+def test_arms_are_compared_with_the_first_and_report_the_rarest_class(tmp_path: Path) -> None:
+    argv = ["--seeds", "3", "--out", str(tmp_path), "train.epochs=3", "--arm", "bce", "--arm", "iou",
+            "loss.obj_iou_target=1", "--arm", "vfl", "loss.focal_loss=true", "loss.focal_form=varifocal"]
+
+    def fake(args: list[str], log: Path) -> int:  # per arm a mAP50 and a rare-class AP, + seed / 100
+        opts = dict(a.split("=", 1) for a in args if "=" in a)
+        arm, seed = opts["train.name"].rsplit("_seed", 1)
+        (Path(opts["train.save_dir"]) / opts["train.name"]).mkdir(parents=True, exist_ok=True)
+        base = {"bce": 0.30, "iou": 0.34, "vfl": 0.28}[arm] + int(seed) / 100 + (int(seed) == 2) * 0.02 * (arm == "iou")
+        result = {"map50": base, "map50_95": base / 2, "epochs": 3, "seconds": 1.0,
+                  "train_objects": [50, 9, 30], "ap50_per_class": [0.9, base - 0.2, 0.5]}  # class 1 is the rarest
+        Path(args[args.index("--json") + 1]).write_text(json.dumps(result))
+        assert "loss.obj_iou_target=1" in args if arm == "iou" else "loss.obj_iou_target=1" not in args
+        return 0
+
+    assert ablate.main(argv, runner=fake) == 0
+    rows = list(csv.DictReader(open(tmp_path / "ablation.csv")))
+    assert [r["setting"] for r in rows[:3]] == ["bce"] * 3 and {r["setting"] for r in rows} == {"bce", "iou", "vfl"}
+    assert float(rows[0]["rare_ap50"]) == pytest.approx(0.10)  # bce seed 0: 0.30 - 0.2
+    md = (tmp_path / "ablation.md").read_text()
+    # iou against bce by seed: +0.04, +0.04, +0.06 -> mean 0.04667, sd 0.011547, t(2 df) 4.303 x 0.011547 / sqrt 3 = 0.02869
+    assert "| **iou** | 3 | " in md and "+0.0467 [+0.0180, +0.0754]" in md
+    assert "Δ is the difference from bce at the same seed" in md
+    with pytest.raises(SystemExit, match="give --grid or --arm"):
+        ablate.main([*argv, "--grid", "loss.focal_loss=false,true"], runner=fake)
 
 
 def test_a_real_sweep_of_two_tiny_runs(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
     python tools/ablate.py --config shapes.yaml --grid loss.focal_loss=false,true --seeds 3
     python tools/ablate.py --config voc.yaml --grid loss.focal_loss=false,true loss.focal_gamma=0.5,1,2 \\
         loss.focal_alpha=0.25,0.5 --seeds 3 --out runs/ablate/voc train.epochs=100
+    python tools/ablate.py --arm bce --arm bce_iou loss.obj_iou_target=1 --arm vfl loss.focal_loss=true \\
+        loss.focal_form=varifocal loss.focal_alpha=0.75 --seeds 5      # named arms, each against the first
 
 Every combination of the ``--grid`` values is a setting; a setting with focal objectness off
 ignores the focal-only keys (alpha, gamma, ratio, normalization), so it runs once per seed, not
@@ -28,6 +30,7 @@ import argparse
 import csv
 import itertools
 import json
+import math
 import re
 import shutil
 import signal
@@ -45,7 +48,11 @@ from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
 
 FOCAL_SWITCH = "loss.focal_loss"
 FOCAL_ONLY = ("loss.focal_alpha", "loss.focal_gamma", "loss.focal_loss_ratio", "loss.focal_normalize", "loss.focal_form")
-CSV_FIELDS = ["setting", "seed", "map50", "map50_07", "map50_95", "epochs", "seconds", "run_dir"]
+CSV_FIELDS = ["setting", "seed", "map50", "map50_07", "map50_95", "rare_ap50", "epochs", "seconds", "run_dir"]
+ARM = "arm"  # the key that names a setting given with --arm (it is not a config key)
+# two-sided 95% quantiles of Student's t by degrees of freedom (any statistics table; scipy is not a dependency)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
 def split_values(text: str) -> list[str]:
@@ -95,12 +102,38 @@ def expand(grid: list[tuple[str, list[str]]], base_focal: bool, base_focal_cls: 
     return settings
 
 
+def parse_arms(arms: list[list[str]]) -> list[dict[str, str]]:
+    """``--arm NAME key=value ...`` (repeated) -> settings ``{"arm": NAME, key: value, ...}``, in order."""
+    settings = []
+    for name, *items in arms:
+        if "=" in name or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise SystemExit(f"error: --arm {name}: an arm starts with its name (letters, digits, . _ -), then key=value")
+        setting = {ARM: name}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or "." not in key:
+                raise SystemExit(f"error: --arm {name}: '{item}' must be section.key=value")
+            setting[key.strip()] = value
+        if name in (s[ARM] for s in settings):
+            raise SystemExit(f"error: --arm {name} is given twice")
+        settings.append(setting)
+    return settings
+
+
+def overrides_of(setting: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in setting.items() if k != ARM]
+
+
 def label(setting: dict[str, str]) -> str:
-    """``focal_loss=true focal_gamma=2`` (the key's last part); ``base`` for an empty grid."""
+    """An arm's name; else ``focal_loss=true focal_gamma=2`` (the key's last part); ``base`` for an empty grid."""
+    if ARM in setting:
+        return setting[ARM]
     return " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in setting.items()) or "base"
 
 
 def folder_name(setting: dict[str, str], seed: int) -> str:
+    if ARM in setting:
+        return f"{setting[ARM]}_seed{seed}"
     parts = [f"{k.split('.', 1)[1]}-{v}" for k, v in setting.items()] + [f"seed{seed}"]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))
 
@@ -164,7 +197,7 @@ def run_sweep(config: str, overrides: list[str], settings: list[dict[str, str]],
         if finished(result):
             print(f"[{n}/{total}] {label(setting)} seed {seed}: done before, skipped")
             continue
-        args = ["--config", config, *overrides, *(f"{k}={v}" for k, v in setting.items()), f"train.seed={seed}",
+        args = ["--config", config, *overrides, *overrides_of(setting), f"train.seed={seed}",
                 f"train.save_dir={out}", f"train.name={name}", "--json", str(result)]
         if (run_dir / "last.pt").is_file():
             args += ["--resume", str(run_dir / "last.pt")]
@@ -194,9 +227,27 @@ def collect(settings: list[dict[str, str]], seeds: list[int], out: Path) -> list
             if finished(path):
                 r = json.loads(path.read_text())
                 rows.append({"setting": label(setting), "seed": seed, "map50": r.get("map50"), "map50_07": r.get("map50_07"),
-                             "map50_95": r.get("map50_95"), "epochs": r.get("epochs"), "seconds": r.get("seconds"),
-                             "run_dir": str(path.parent)})
+                             "map50_95": r.get("map50_95"), "rare_ap50": rare_class_ap(r), "epochs": r.get("epochs"),
+                             "seconds": r.get("seconds"), "run_dir": str(path.parent)})
     return rows
+
+
+def rare_class_ap(result: dict) -> float | None:
+    """AP50 of the class with the fewest training objects (the first such), from a run's result; None if absent."""
+    counts, ap = result.get("train_objects"), result.get("ap50_per_class")
+    if not counts or not ap:
+        return None
+    return float(ap[min(range(len(counts)), key=counts.__getitem__)])
+
+
+def interval95(values: list[float]) -> tuple[float, float, float]:
+    """Mean, sample standard deviation and the half-width of the 95% t interval of the mean (0 for one value)."""
+    mean, sd = mean_std(values)
+    n = len(values)
+    if n < 2:
+        return mean, sd, 0.0
+    t = T95[max(k for k in T95 if k <= n - 1)]  # the table's nearest smaller df: a slightly wider interval
+    return mean, sd, t * sd / math.sqrt(n)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -204,24 +255,37 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+METRICS = ("map50", "map50_95", "rare_ap50")
+
+
 def summarize(settings: list[dict[str, str]], rows: list[dict]) -> list[dict]:
-    """Per setting: runs, mean and std of each metric, and the paired difference from its focal-off partner."""
+    """Per setting: runs, mean and std of each metric, and the paired difference from its partner: for arms,
+    the first arm; otherwise the focal-off setting with the same other keys. Differences carry a 95% interval."""
     by_label = {label(s): [r for r in rows if r["setting"] == label(s)] for s in settings}
-    off = {baseline_key(s): label(s) for s in settings if FOCAL_SWITCH in s and not _truthy(s[FOCAL_SWITCH])}
+    if settings and ARM in settings[0]:
+        off = {None: label(settings[0])}
+
+        def key(_s: dict[str, str]) -> None:
+            return None
+    else:
+        off = {baseline_key(s): label(s) for s in settings if FOCAL_SWITCH in s and not _truthy(s[FOCAL_SWITCH])}
+        key = baseline_key
     table = []
     for s in settings:
         runs = by_label[label(s)]
         if not runs:
             continue
         entry = {"setting": label(s), "runs": len(runs), "seeds": sorted(r["seed"] for r in runs)}
-        for m in ("map50", "map50_95"):
-            entry[m] = mean_std([r[m] for r in runs])
-        partner = off.get(baseline_key(s))
+        for m in METRICS:
+            values = [r[m] for r in runs if r.get(m) is not None]
+            entry[m] = mean_std(values) if len(values) == len(runs) else None
+        partner = off.get(key(s))
         if partner is not None and partner != label(s):
             ref = {r["seed"]: r for r in by_label[partner]}
-            for m in ("map50", "map50_95"):
-                diffs = [r[m] - ref[r["seed"]][m] for r in runs if r["seed"] in ref]
-                entry[f"delta_{m}"] = mean_std(diffs) if diffs else None
+            for m in METRICS:
+                diffs = [r[m] - ref[r["seed"]][m] for r in runs
+                         if r["seed"] in ref and r.get(m) is not None and ref[r["seed"]].get(m) is not None]
+                entry[f"delta_{m}"] = interval95(diffs) if diffs else None
             entry["versus"] = partner
         table.append(entry)
     return table
@@ -238,16 +302,20 @@ def write_reports(out: Path, table: list[dict], rows: list[dict], title: str) ->
     def pm(v) -> str:
         return "-" if v is None else f"{v[0]:.4f} ± {v[1]:.4f}"
 
-    def signed(v) -> str:
-        return "-" if v is None else f"{v[0]:+.4f} ± {v[1]:.4f}"
+    def signed(v) -> str:  # mean difference and its 95% interval
+        return "-" if v is None else f"{v[0]:+.4f} [{v[0] - v[2]:+.4f}, {v[0] + v[2]:+.4f}]"
 
-    lines = [f"# {title}", "", "Mean ± standard deviation over seeds; Δ is the difference from focal off at the same "
-             "seed (and the same other settings), its mean ± standard deviation.", "",
-             "| setting | runs | mAP50 | mAP50-95 | Δ mAP50 | Δ mAP50-95 |", "| --- | --- | --- | --- | --- | --- |"]
+    partners = " / ".join(sorted({e["versus"] for e in table if "versus" in e})) or "focal off"
+    lines = [f"# {title}", "", f"Mean ± standard deviation over seeds. Δ is the difference from {partners} at the "
+             "same seed (and the same other settings): its mean and, in brackets, its 95% t interval. Rare-class "
+             "AP50: the AP50 of the class with the fewest training objects.", "",
+             "| setting | runs | mAP50 | mAP50-95 | rare-class AP50 | Δ mAP50 | Δ mAP50-95 | Δ rare-class AP50 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in table:
         name = f"**{e['setting']}**" if e["setting"] == best else e["setting"]
-        lines.append(f"| {name} | {e['runs']} | {pm(e['map50'])} | {pm(e['map50_95'])} | {signed(e.get('delta_map50'))} | "
-                     f"{signed(e.get('delta_map50_95'))} |")
+        lines.append(f"| {name} | {e['runs']} | {pm(e['map50'])} | {pm(e['map50_95'])} | {pm(e['rare_ap50'])} | "
+                     f"{signed(e.get('delta_map50'))} | {signed(e.get('delta_map50_95'))} | "
+                     f"{signed(e.get('delta_rare_ap50'))} |")
     if best:
         lines += ["", f"Best by mean mAP50: **{best}**."]
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
@@ -278,8 +346,11 @@ def plot(path: Path, table: list[dict], title: str) -> None:
 def main(argv: list[str] | None = None, runner: Callable[[list[str], Path], int] = train_subprocess) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="shapes.yaml", help="YAML config: a path, or a name in configs/")
-    parser.add_argument("--grid", nargs="+", default=[f"{FOCAL_SWITCH}=false,true"], metavar="section.key=v1,v2",
+    parser.add_argument("--grid", nargs="+", metavar="section.key=v1,v2",
                         help="the settings to combine (default: loss.focal_loss=false,true)")
+    parser.add_argument("--arm", nargs="+", action="append", metavar="NAME [section.key=value ...]",
+                        help="a named setting, repeated; the first is the baseline every other is compared with "
+                             "(in place of --grid)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for every setting")
     parser.add_argument("--out", help="sweep folder (default: runs/ablate/<config name>)")
     parser.add_argument("--report", action="store_true", help="only write the reports from the finished runs")
@@ -287,15 +358,22 @@ def main(argv: list[str] | None = None, runner: Callable[[list[str], Path], int]
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit("error: --seeds must be at least 1")
-    grid = parse_grid(args.grid)
+    if args.arm and args.grid:
+        raise SystemExit("error: give --grid or --arm, not both")
     try:  # every value of every key is checked before the first run starts
         base = load_config(args.config, args.overrides)
-        for key, values in grid:
-            for v in values:
-                load_config(args.config, [*args.overrides, f"{key}={v}"])
+        if args.arm:
+            settings = parse_arms(args.arm)
+            for setting in settings:
+                load_config(args.config, [*args.overrides, *overrides_of(setting)])
+        else:
+            grid = parse_grid(args.grid or [f"{FOCAL_SWITCH}=false,true"])
+            for key, values in grid:
+                for v in values:
+                    load_config(args.config, [*args.overrides, f"{key}={v}"])
+            settings = expand(grid, base.loss.focal_loss, base.loss.focal_cls)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
-    settings = expand(grid, base.loss.focal_loss, base.loss.focal_cls)
     seeds = list(range(args.seeds))
     out = Path(args.out or f"runs/ablate/{Path(args.config).stem}")
     out.mkdir(parents=True, exist_ok=True)

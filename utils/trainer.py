@@ -433,7 +433,9 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
              "seconds": round(elapsed_before + time.time() - t_start, 1), "stopped": bool(stop["asked"]),
              "signal": stop["asked"] or None}
     if result:
-        final.update(map50=result["map50"], map50_07=result["map50_07"], map50_95=result["map50_95"])
+        final.update(map50=result["map50"], map50_07=result["map50_07"], map50_95=result["map50_95"],
+                     classes=list(classes), train_objects=[int(n) for n in class_counts(train_records, len(classes))[0]],
+                     ap50_per_class=[float(v) for v in result["voc"]["ap"]])
     if return_model:
         final["state_dict"] = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
     return final
