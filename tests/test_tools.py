@@ -144,3 +144,42 @@ def test_a_set_cut_short_is_still_the_generators_own(tmp_path: Path, monkeypatch
     monkeypatch.setattr(cv2, "imwrite", real)
     assert shapes.ensure_shapes(cfg, classes) == tmp_path / "SHAPES"
     assert (tmp_path / "SHAPES" / "ImageSets" / "Main" / "train.txt").read_text().count("\n") == 30
+
+
+def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
+    # two models whose objectness is a constant (the head's objectness weights zeroed, its bias set): every
+    # positive and kept negative scores sigmoid(bias), so the medians and shares are known by hand
+    import math
+
+    import torch
+
+    from nets.yolo import build_model
+    from tools import objectness_hist
+    from utils.config import load_config, read_anchors
+    from utils.engine import save_checkpoint
+
+    cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", "model.input_size=128", *SMALL])
+    paths = []
+    for name, bias in (("low", -3.0), ("high", 1.0)):
+        model = build_model("yolov4-tiny", 6)
+        with torch.no_grad():
+            for conv in model.head.convs:
+                conv.weight.view(3, 11, -1)[:, 4] = 0.0
+                conv.bias.view(3, 11)[:, 4] = bias
+        path = tmp_path / name / "best.pt"
+        save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "model_name": "yolov4-tiny",
+                               "class_names": ["circle", "square", "triangle", "diamond", "cross", "ring"],
+                               "anchors": [list(a) for a in read_anchors(cfg.model.anchors_path)], "input_size": 128})
+        paths.append(str(path))
+    from utils.config import read_classes
+    from utils.shapes import ensure_shapes
+
+    ensure_shapes(cfg, read_classes(cfg.data.classes_path))
+    out = tmp_path / "hist.png"
+    assert objectness_hist.main(["--weights", *paths, "--labels", "low", "high", "--out", str(out)]) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["low"]["positives"] == summary["high"]["positives"] > 0  # the same assignment for both
+    assert summary["low"]["positive_median"] == pytest.approx(1 / (1 + math.exp(3.0)), abs=1e-6)  # 0.0474
+    assert summary["high"]["positive_median"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-6)  # 0.7311
+    assert summary["high"]["negative_share_above_0.5"] == 1.0 and summary["low"]["negative_share_above_0.1"] == 0.0
+    assert out.stat().st_size > 5000
