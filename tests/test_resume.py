@@ -226,6 +226,24 @@ def test_a_signal_saves_last_and_is_not_a_success(tmp_path: Path, sig: int, stat
     assert ckpt["iteration"] == ckpt["epoch"] * 8
 
 
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_the_process_group_with_loader_workers_saves(tmp_path: Path, sig: int, status: int) -> None:
+    # a terminal's Ctrl-C, or a job scheduler's SIGTERM (Slurm's scancel), reaches the whole process group,
+    # DataLoader workers included: they must leave it to the main process, which finishes its step and saves
+    # (a worker killed by SIGTERM crashed the epoch with "DataLoader worker ... is killed by signal")
+    args = train_args(tmp_path, "runs", "train.epochs=200", "shapes.num_train=64", "data.workers=2", "data.mosaic=1.0",
+                      "data.mixup=0.5")  # the main process mostly waits on the workers
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    wait_for(tmp_path / "runs" / "exp" / "results.csv", proc)
+    time.sleep(0.3)
+    os.killpg(proc.pid, sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == status, out
+    assert f"stopped by signal {int(sig)}" in out and "Traceback" not in out
+    assert 1 <= torch.load(tmp_path / "runs" / "exp" / "last.pt", weights_only=True)["epoch"] < 200
+
+
 def test_ctrl_c_on_ablate_lets_the_run_save_then_both_exit(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     args = [sys.executable, "tools/ablate.py", "--grid", "loss.focal_loss=false", "--seeds", "1", "--out", str(out),

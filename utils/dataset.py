@@ -158,11 +158,16 @@ def collate_letterbox(batch):
     return images, [b[1] for b in good], [b[2] for b in good], [b[1] for b in batch if b[0] is None]
 
 
-def _worker_init(worker_id: int) -> None:  # noqa: ARG001
-    # OpenCV's own threads compete with the worker processes
+def worker_init(worker_id: int) -> None:  # noqa: ARG001
+    """DataLoader workers: no OpenCV threads (they compete with the workers), and Ctrl-C left to the main
+    process, which finishes its step and saves (a terminal's Ctrl-C reaches every process of its group).
+    SIGTERM keeps its default: the DataLoader itself stops its workers with it."""
+    import signal
+
     import cv2
 
     cv2.setNumThreads(0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_train_loader(dataset: TrainDataset, batch_size: int, workers: int = 0, seed: int = 0,
@@ -183,5 +188,5 @@ def build_train_loader(dataset: TrainDataset, batch_size: int, workers: int = 0,
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                      drop_last=drop_last, worker_init_fn=_worker_init if workers else None,
+                      drop_last=drop_last, worker_init_fn=worker_init if workers else None,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)

@@ -19,7 +19,7 @@ from nets.weights import WeightsError, checkpoint_state_dict, load_weights, read
 from nets.yolo import YOLO, build_model
 from utils.augment import unletterbox_boxes
 from utils.config import Config, apply_overrides, config_from_dict, load_config, read_anchors, read_classes
-from utils.dataset import LetterboxDataset, collate_letterbox
+from utils.dataset import LetterboxDataset, collate_letterbox, worker_init
 from utils.metrics import coco_evaluate_fast, voc_evaluate
 from utils.postprocess import DecodeSpec, decode_predictions, non_max_suppression
 from utils.voc import Record
@@ -152,7 +152,8 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
     if is_module:
         model.eval()
     ds = LetterboxDataset(records, input_size)
-    loader = DataLoader(ds, batch_size=eval_cfg.batch_size, num_workers=workers, collate_fn=collate_letterbox)
+    loader = DataLoader(ds, batch_size=eval_cfg.batch_size, num_workers=workers, collate_fn=collate_letterbox,
+                        worker_init_fn=worker_init if workers else None)
     dets: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(records)
     unreadable: list[int] = []  # images that failed to decode: counted, and left out of the metrics
     loss_sum = {"loc": 0.0, "conf": 0.0, "cls": 0.0}

@@ -144,7 +144,8 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     bad = consecutive = done = 0
     lr = 0.0
     images_seen, t0 = 0, time.perf_counter()
-    bar = tqdm(loader, total=n, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=True, dynamic_ncols=True)
+    bar = tqdm(_batches(loader, stop_requested), total=n, desc=f"epoch {epoch + 1}/{epochs}", disable=not show,
+               leave=True, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
     for i, (images, targets) in enumerate(bar):
@@ -197,6 +198,22 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     means = {k: v / max(done, 1) for k, v in zip(("loc", "conf", "cls", "total"), sums[:4], strict=True)}
     return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(),
             "num_pos": int(sums[4]), "collisions": int(sums[5])}
+
+
+def _batches(loader, stop_requested):
+    """The loader's batches. When a stop was asked and the loader fails, the epoch ends there without an error:
+    a process group's SIGTERM (a job scheduler's) also kills the loader's workers, which is the stop's doing."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stop_requested():
+                return
+            raise
+        yield batch
 
 
 def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None,
@@ -333,8 +350,13 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
         if evaluate_now:  # the epoch's training is safe before evaluation starts; resumed, the evaluation runs then
             save("last.pt", n, pending_row=row)
             t_eval = time.time()
-            result = _evaluate(ema.ema if ema is not None else unwrap(model), val_records, classes, spec, cfg, device,
-                               loss_fn)
+            try:
+                result = _evaluate(ema.ema if ema is not None else unwrap(model), val_records, classes, spec, cfg,
+                                   device, loss_fn)
+            except RuntimeError:
+                if not stop["asked"]:
+                    raise
+                return  # the stop's signal also ended the evaluation's loader workers; resumed, it runs again
             eval_seconds.append(time.time() - t_eval)
             row.update({f"val_{k}": v for k, v in result["val_loss"].items()}, map50=result["map50"],
                        map50_07=result["map50_07"], map50_95=result["map50_95"],
