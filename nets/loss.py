@@ -132,12 +132,15 @@ class YOLOLoss(nn.Module):
             conf_logits = [part.float().view_as(tg.obj_mask)  # per level [B, A, H, W]
                            for part, tg in zip(obj.split([tg.obj_mask.numel() for tg in assignment.levels]),
                                                assignment.levels, strict=True)]
-            quality = [torch.zeros_like(x) for x in conf_logits]  # per level: the positives' IoU, 0 elsewhere
+            quality = None  # per level: the positives' IoU, 0 elsewhere; only the IoU-aware forms read it
+            if self.obj_iou_target > 0 or (self.focal_loss and self.focal_form != "classic"):
+                quality = [torch.zeros_like(x) for x in conf_logits]
             if positives:
                 loc, cls, iou = self._positive_terms(positives, assignment.levels)
                 for (i, _), part in zip(positives, iou.split([len(p) for _, p in positives]), strict=True):
-                    tg = assignment.levels[i]
-                    quality[i][tg.b, tg.a, tg.gy, tg.gx] = part.clamp(min=0)
+                    if quality is not None:
+                        tg = assignment.levels[i]
+                        quality[i][tg.b, tg.a, tg.gy, tg.gx] = part.clamp(min=0)
             conf = self.conf_term(conf_logits, assignment.levels, num_pos, quality)
         self.stats = assignment.stats
         total = loc + conf + cls

@@ -134,6 +134,28 @@ def test_last_pt_is_saved_before_the_evaluation(tmp_path: Path, monkeypatch: pyt
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and all(r["map50"] != "" for r in rows)
 
 
+def test_a_kill_after_the_row_before_the_save_leaves_no_row_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # epoch 2's row is written, then the process dies before last.pt is saved again: the last.pt on disk is the
+    # one saved before epoch 2's evaluation, which runs again on resume and must not add its row a second time
+    import utils.trainer
+
+    real = utils.trainer._append_csv
+
+    def dies_after_row_two(path, row):
+        real(path, row)
+        if row["epoch"] == 2:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(utils.trainer, "_append_csv", dies_after_row_two)
+    with pytest.raises(SystemExit):
+        fit(tiny_cfg(tmp_path, "train.epochs=3"))
+    monkeypatch.undo()
+    run = tmp_path / "runs" / "exp"
+    assert [r["epoch"] for r in csv.DictReader(open(run / "results.csv"))] == ["1", "2"]
+    fit(load_config(run / "config.yaml"), resume=run / "last.pt")
+    assert [r["epoch"] for r in csv.DictReader(open(run / "results.csv"))] == ["1", "2", "3"]
+
+
 def test_time_limit_fits_the_epochs(tmp_path: Path) -> None:
     t0 = time.time()
     result = fit(tiny_cfg(tmp_path, "train.epochs=40", "train.time_limit=0.15"))  # 9 seconds

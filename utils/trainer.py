@@ -286,7 +286,8 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
         epochs = int(ckpt.get("epochs", epochs))
         elapsed_before = float(ckpt.get("elapsed", 0.0))
         _set_rng_state(ckpt["rng"])
-        run_dir = _resume_run_dir(Path(resume), cfg, start_epoch, main)
+        # the rows the run keeps: those of the epochs done, less one whose evaluation a kill cut (it runs again)
+        run_dir = _resume_run_dir(Path(resume), cfg, start_epoch - bool(ckpt.get("pending_row")), main)
         if run_dir == Path(resume).parent:  # the best score may be newer in best.pt (a kill between the two saves)
             best = max(best, _best_fitness(run_dir / "best.pt"))
     else:
@@ -479,21 +480,22 @@ def _best_fitness(path: Path) -> tuple[float, float]:
         return (-1.0, -math.inf)
 
 
-def _resume_run_dir(resume: Path, cfg: Config, start_epoch: int, main: bool) -> Path:
-    """Where a resumed run goes on: a ``last.pt``'s own folder, its results.csv cut back to the checkpoint's
-    epoch (rows of an epoch a kill interrupted go); any other checkpoint (``best.pt``, ``epochN.pt``) in a new
-    folder with the rows up to its epoch, since its own run went on past it and keeps its last.pt and best.pt."""
+def _resume_run_dir(resume: Path, cfg: Config, last_row: int, main: bool) -> Path:
+    """Where a resumed run goes on: a ``last.pt``'s own folder, its results.csv cut back to the epoch
+    ``last_row`` (rows of an epoch a kill interrupted go); any other checkpoint (``best.pt``, ``epochN.pt``)
+    in a new folder with the rows up to ``last_row``, since its own run went on past it and keeps its
+    last.pt and best.pt."""
     if resume.name == "last.pt":
         if main:
-            _keep_csv_rows(resume.parent / "results.csv", resume.parent / "results.csv", start_epoch)
+            _keep_csv_rows(resume.parent / "results.csv", resume.parent / "results.csv", last_row)
             for tmp in resume.parent.glob(".*.pt.*.tmp"):  # save_checkpoint's temporary names, left by a kill
                 tmp.unlink()
         return resume.parent
     if not main:
         return Path(cfg.train.save_dir)
     run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name)
-    _keep_csv_rows(resume.parent / "results.csv", run_dir / "results.csv", start_epoch)
-    print(f"resuming {resume} (after epoch {start_epoch}) in a new folder, {run_dir}: {resume.parent} "
+    _keep_csv_rows(resume.parent / "results.csv", run_dir / "results.csv", last_row)
+    print(f"resuming {resume} (after epoch {last_row}) in a new folder, {run_dir}: {resume.parent} "
           "went on past it and stays as it is")
     return run_dir
 
