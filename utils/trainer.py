@@ -320,11 +320,15 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
         if main and len(dataset) < b * world:  # the loader keeps the one partial batch (utils.dataset.build_train_loader)
             LOGGER.warning("the training split has %d images, fewer than one batch of %d (%s): each epoch of that "
                            "phase is one step of %d images", len(dataset), b * world, key, len(dataset))
-    stop = {"asked": 0}  # the signal that asked the run to stop, 0 = none
+    stop: dict[str, Any] = {"asked": 0}  # the signal that asked the run to stop, 0 = none
 
     def on_signal(signum, _frame) -> None:
         stop["asked"] = signum
         LOGGER.warning("signal %d: finishing the current iteration and saving last.pt", signum)
+        if hasattr(signal, "SIGCHLD") and "sigchld" not in stop:
+            # a process group's SIGTERM also ends the DataLoader's workers, and PyTorch's SIGCHLD handler would raise
+            # in the middle of the step (even between the optimizer's updates): from now on their end is expected
+            stop["sigchld"] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     writer = None
@@ -442,6 +446,8 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
+        if stop.get("sigchld") is not None:
+            signal.signal(signal.SIGCHLD, stop["sigchld"])
         if writer is not None:
             writer.close()
         if world > 1 and dist.is_initialized():
