@@ -47,10 +47,8 @@ def objectness_scores(weights: str | Path, overrides: list[str], splits: list[st
         if not items:
             continue
         images = torch.stack([it[0] for it in items]).float().div_(255)
-        targets = torch.cat([torch.cat([torch.full((len(t), 1), float(j)), torch.from_numpy(t)], 1)
-                             for j, t in enumerate(ds.targets(it[1]) for it in items)])
         outputs = model(images)
-        assignment = assigner.assign(outputs, targets)
+        assignment = assigner.assign(outputs, ds.batch_targets([it[1] for it in items]))
         for raw, tg in zip(outputs, assignment.levels, strict=True):
             p = to_per_anchor(raw.float(), assigner.num_anchors)[..., 4].sigmoid()  # [B, A, H, W]
             pos.append(p[tg.obj_mask].numpy())

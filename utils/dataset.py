@@ -142,6 +142,11 @@ class LetterboxDataset(Dataset):
         info = letterbox_info(rec.width, rec.height, self.size)
         return np.concatenate([rec.labels[keep, None].astype(np.float32), letterbox_boxes(rec.boxes[keep], info)], 1)
 
+    def batch_targets(self, indices: Sequence[int]) -> torch.Tensor:
+        """The targets of a batch of these records, ``[M, 6]`` = (image index in the batch, class, x1, y1, x2, y2)."""
+        return torch.cat([torch.cat([torch.full((len(t), 1), float(j)), torch.from_numpy(t)], 1)
+                          for j, t in enumerate(self.targets(i) for i in indices)])
+
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack images as float in [0, 1]; targets ``[M, 6]`` with the image index first."""

@@ -165,9 +165,7 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
         images = images.to(device, non_blocking=True)
         outputs = model(images)
         if loss_fn is not None:
-            targets = torch.cat([torch.cat([torch.full((len(t), 1), float(j)), torch.from_numpy(t)], 1)
-                                 for j, t in enumerate(ds.targets(i) for i in indices)])
-            _, terms = loss_fn(outputs, targets.to(device))
+            _, terms = loss_fn(outputs, ds.batch_targets(indices).to(device))
             for k in loss_sum:
                 loss_sum[k] += float(terms[k])
             n_batches += 1
