@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -167,9 +169,41 @@ def test_arms_are_compared_with_the_first_and_report_the_rarest_class(tmp_path: 
         ablate.main([*argv, "--grid", "loss.focal_loss=false,true"], runner=fake)
 
 
+def test_jobs_run_side_by_side_and_a_stop_starts_no_new_run(tmp_path: Path) -> None:
+    argv = ["--grid", "loss.focal_loss=false,true", "--seeds", "3", "--out", str(tmp_path), "--jobs", "2"]
+    running, most, lock = [0], [0], threading.Lock()
+
+    class Slow(FakeTrain):
+        def __call__(self, args: list[str], log: Path) -> int:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.2)
+            with lock:
+                running[0] -= 1
+            return super().__call__(args, log)
+
+    slow = Slow()
+    assert ablate.main(argv, runner=slow) == 0
+    assert most[0] == 2 and len(slow.calls) == 6
+    assert len(list(csv.DictReader(open(tmp_path / "ablation.csv")))) == 6
+
+    out = tmp_path / "second"
+    calls = []
+
+    def stopped_at_second(args: list[str], log: Path) -> int:  # the second run is stopped by a signal
+        calls.append(args)
+        time.sleep(0.1)
+        return 130 if len(calls) == 2 else FakeTrain()(args, log)
+
+    with pytest.raises(SystemExit) as stop:
+        ablate.main([*argv[:5], str(out), "--jobs", "2"], runner=stopped_at_second)
+    assert stop.value.code == 130 and len(calls) == 2  # the two running ones end; none of the other four starts
+
+
 def test_a_real_sweep_of_two_tiny_runs(tmp_path: Path) -> None:
-    out = tmp_path / "sweep"
-    argv = ["--grid", "loss.focal_loss=false,true", "--seeds", "1", "--out", str(out),
+    out = tmp_path / "sweep"  # side by side, as --jobs 2: the set is made once before, each run has one thread
+    argv = ["--grid", "loss.focal_loss=false,true", "--seeds", "1", "--out", str(out), "--jobs", "2",
             f"data.root={tmp_path / 'data'}", *TINY_RUN, "train.epochs=1"]
     assert ablate.main(argv) == 0
     rows = list(csv.DictReader(open(out / "ablation.csv")))

@@ -31,6 +31,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -38,13 +39,16 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.config import REPO_ROOT, ConfigError, load_config  # noqa: E402
+from utils.config import REPO_ROOT, ConfigError, load_config, read_classes  # noqa: E402
+from utils.shapes import ensure_shapes  # noqa: E402
 
 FOCAL_SWITCH = "loss.focal_loss"
 FOCAL_ONLY = ("loss.focal_alpha", "loss.focal_gamma", "loss.focal_loss_ratio", "loss.focal_normalize", "loss.focal_form")
@@ -143,27 +147,26 @@ def baseline_key(setting: dict[str, str]) -> tuple:
     return tuple((k, v) for k, v in setting.items() if k != FOCAL_SWITCH and k not in FOCAL_ONLY)
 
 
-def train_subprocess(args: list[str], log: Path) -> int:
+_LIVE: set[subprocess.Popen] = set()  # the train.py processes running now (one per job)
+
+
+def train_subprocess(args: list[str], log: Path, threads: int | None = None) -> int:
     """Run ``train.py`` with ``args``, its output into ``log``; the exit status.
 
-    SIGINT and SIGTERM sent to this process go on to the run, and this process waits for it to
-    exit, so that it saves its ``last.pt`` first (a terminal's Ctrl-C reaches both; saying it twice is harmless).
+    ``threads`` sets ``OMP_NUM_THREADS`` for the run (``--jobs`` shares the cores out). While it
+    runs, the sweep's SIGINT and SIGTERM go on to it (``forward_signals``), and it is waited for,
+    so that it saves its ``last.pt`` first (a terminal's Ctrl-C reaches both; saying it twice is harmless).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
     with open(log, "a") as fh:
         proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), *args], stdout=fh, stderr=subprocess.STDOUT,
-                                cwd=REPO_ROOT)
-
-        def forward(signum: int, _frame) -> None:
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+                                cwd=REPO_ROOT, env=env)
+        _LIVE.add(proc)
         try:
             return proc.wait()
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            _LIVE.discard(proc)
 
 
 def finished(result: Path) -> bool:
@@ -188,35 +191,78 @@ def remove_unstarted_run(run_dir: Path) -> None:
 
 
 def run_sweep(config: str, overrides: list[str], settings: list[dict[str, str]], seeds: list[int], out: Path,
-              runner: Callable[[list[str], Path], int] = train_subprocess) -> None:
+              runner: Callable[..., int] = train_subprocess, jobs: int = 1) -> None:
+    """Every (setting, seed) that has not finished, seed by seed, ``jobs`` runs at a time.
+
+    A signal (SIGINT, SIGTERM) goes on to the running runs and no new one starts; once they have
+    saved, the sweep exits with their status. A run that fails stops the sweep the same way.
+    """
     total = len(settings) * len(seeds)
-    for n, (setting, seed) in enumerate(((s, seed) for seed in seeds for s in settings), 1):
+    stop: list[int] = []  # the exit status that ends the sweep, once one is known
+
+    def one(n: int, setting: dict[str, str], seed: int) -> None:
+        try:
+            train_one(n, setting, seed)
+        except BaseException:  # a clear error (a foreign folder): no further run starts
+            stop.append(1)
+            raise
+
+    def train_one(n: int, setting: dict[str, str], seed: int) -> None:
         name = folder_name(setting, seed)
         run_dir = out / name
         result = run_dir / "result.json"
-        if finished(result):
-            print(f"[{n}/{total}] {label(setting)} seed {seed}: done before, skipped")
-            continue
+        tag = f"[{n}/{total}] {label(setting)} seed {seed}"
+        if stop:
+            return
         args = ["--config", config, *overrides, *overrides_of(setting), f"train.seed={seed}",
                 f"train.save_dir={out}", f"train.name={name}", "--json", str(result)]
         if (run_dir / "last.pt").is_file():
             args += ["--resume", str(run_dir / "last.pt")]
-            print(f"[{n}/{total}] {label(setting)} seed {seed}: resuming {run_dir / 'last.pt'}", flush=True)
+            print(f"{tag}: resuming {run_dir / 'last.pt'}", flush=True)
         else:
             if run_dir.exists():  # stopped before its first checkpoint: start again
                 remove_unstarted_run(run_dir)
-            print(f"[{n}/{total}] {label(setting)} seed {seed}: training in {run_dir}", flush=True)
+            print(f"{tag}: training in {run_dir}", flush=True)
         status = runner(args, out / "logs" / f"{name}.log")
         if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
-            print(f"stopped by a signal; {run_dir / 'last.pt'} is saved. Run the same command again to resume the sweep.",
+            print(f"{tag}: stopped by a signal; {run_dir / 'last.pt'} is saved.", flush=True)
+            stop.append(status)
+        elif status != 0 or not finished(result):
+            print(f"error: the run {run_dir} ended with status {status}; see {out / 'logs' / f'{name}.log'}.", flush=True)
+            stop.append(1)
+        else:
+            r = json.loads(result.read_text())
+            print(f"{tag}: mAP50 {r.get('map50', float('nan')):.4f}  mAP50-95 {r.get('map50_95', float('nan')):.4f}  "
+                  f"({r.get('epochs')} epochs, {r.get('seconds')} s)", flush=True)
+
+    todo = []
+    for n, (setting, seed) in enumerate(((s, seed) for seed in seeds for s in settings), 1):
+        if finished(out / folder_name(setting, seed) / "result.json"):
+            print(f"[{n}/{total}] {label(setting)} seed {seed}: done before, skipped")
+        else:
+            todo.append((n, setting, seed))
+
+    def forward(signum: int, _frame) -> None:
+        stop.append(128 + signum)
+        for proc in list(_LIVE):
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for future in [pool.submit(one, *task) for task in todo]:
+                future.result()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stop:
+        status = stop[0]
+        if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            print("stopped by a signal; the runs' last.pt are saved. Run the same command again to resume the sweep.",
                   flush=True)
             raise SystemExit(status)
-        if status != 0 or not finished(result):
-            raise SystemExit(f"error: the run {run_dir} ended with status {status}; see {out / 'logs' / f'{name}.log'}. "
-                             "Run the same command again to resume the sweep.")
-        r = json.loads(result.read_text())
-        print(f"    mAP50 {r.get('map50', float('nan')):.4f}  mAP50-95 {r.get('map50_95', float('nan')):.4f}  "
-              f"({r.get('epochs')} epochs, {r.get('seconds')} s)", flush=True)
+        raise SystemExit("error: a run failed (above). Run the same command again to resume the sweep.")
 
 
 def collect(settings: list[dict[str, str]], seeds: list[int], out: Path) -> list[dict]:
@@ -353,11 +399,16 @@ def main(argv: list[str] | None = None, runner: Callable[[list[str], Path], int]
                              "(in place of --grid)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 for every setting")
     parser.add_argument("--out", help="sweep folder (default: runs/ablate/<config name>)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time, the CPU cores shared out between them (OMP_NUM_THREADS); on a small "
+                             "model two 1-core runs finish sooner than two 2-core runs one after the other")
     parser.add_argument("--report", action="store_true", help="only write the reports from the finished runs")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="applied to every run")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit("error: --seeds must be at least 1")
+    if args.jobs < 1:
+        raise SystemExit("error: --jobs must be at least 1")
     if args.arm and args.grid:
         raise SystemExit("error: give --grid or --arm, not both")
     try:  # every value of every key is checked before the first run starts
@@ -379,7 +430,12 @@ def main(argv: list[str] | None = None, runner: Callable[[list[str], Path], int]
     out.mkdir(parents=True, exist_ok=True)
     print(f"{len(settings)} settings x {len(seeds)} seeds = {len(settings) * len(seeds)} runs in {out}")
     if not args.report:
-        run_sweep(args.config, args.overrides, settings, seeds, out, runner)
+        if args.jobs > 1:
+            if base.data.synthetic:  # made here once, not by two runs at the same time
+                ensure_shapes(base, read_classes(base.data.classes_path))
+            if runner is train_subprocess:
+                runner = partial(train_subprocess, threads=max(1, len(os.sched_getaffinity(0)) // args.jobs))
+        run_sweep(args.config, args.overrides, settings, seeds, out, runner, args.jobs)
     rows = collect(settings, seeds, out)
     table = summarize(settings, rows)
     title = f"{Path(args.config).name} {' '.join(args.overrides)}".strip()
