@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from utils.config import add_config_args, read_classes
+from utils.config.files import read_classes
+from utils.config.load import add_config_args
 from utils.engine import evaluate, next_run_dir, per_class_table, select_device
 from utils.inference import add_precision_arg, load_backend
 from utils.metrics import coco_ground_truth, coco_results

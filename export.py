@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.config import add_config_args
+from utils.config.load import add_config_args
 from utils.inference import ONNX_METADATA_KEY, load_backend, model_metadata
 
 

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from utils.augment import letterbox, unletterbox_boxes
-from utils.config import add_config_args
+from utils.config.load import add_config_args
 from utils.dataset import _to_tensor
 from utils.engine import detect, next_run_dir, select_device
 from utils.inference import (

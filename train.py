@@ -18,7 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.config import ConfigError, add_config_args, load_config
+from utils.config.load import add_config_args, load_config
+from utils.config.schema import ConfigError
 from utils.voc import DataError
 
 DEFAULT_CONFIG = "shapes.yaml"

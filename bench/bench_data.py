@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit  # noqa: E402
 from utils.augment import AugmentParams  # noqa: E402
-from utils.config import load_config, read_classes  # noqa: E402
+from utils.config.files import read_classes  # noqa: E402
+from utils.config.load import load_config  # noqa: E402
 from utils.dataset import TrainDataset, collate  # noqa: E402
 from utils.shapes import make_shapes  # noqa: E402
 from utils.voc import DataReport, load_voc_split, parse_voc_xml  # noqa: E402

@@ -28,7 +28,7 @@ from nets.box_coding import decode_boxes, to_per_anchor  # noqa: E402
 from nets.loss import Assignment, LevelTargets, YOLOLoss  # noqa: E402
 from nets.yolo import build_model  # noqa: E402
 from utils.boxes import shape_iou  # noqa: E402
-from utils.config import REPO_ROOT, read_anchors  # noqa: E402
+from utils.config.files import REPO_ROOT, read_anchors  # noqa: E402
 
 STRIDES = (8, 16, 32)
 MASKS = ((0, 1, 2), (3, 4, 5), (6, 7, 8))

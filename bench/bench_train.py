@@ -50,7 +50,7 @@ from bench.common import emit, median_ms, median_ms_interleaved  # noqa: E402
 from nets.common import ConvBNAct  # noqa: E402
 from nets.loss import YOLOLoss  # noqa: E402
 from nets.yolo import build_model, model_summary  # noqa: E402
-from utils.config import REPO_ROOT, read_anchors  # noqa: E402
+from utils.config.files import REPO_ROOT, read_anchors  # noqa: E402
 from utils.engine import build_optimizer, cpu_has_native_bf16  # noqa: E402
 
 CLASSES = 20

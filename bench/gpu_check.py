@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import eval as eval_cli  # noqa: E402
 import predict as predict_cli  # noqa: E402
 from bench.common import emit  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from utils.config.load import load_config  # noqa: E402
 from utils.trainer import fit  # noqa: E402
 
 FULL = {"size": 416, "train": 120, "val": 40, "batch": 8, "tiny_epochs": 6, "tiny_train": 400, "workers": 4}

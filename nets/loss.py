@@ -50,7 +50,7 @@ class YOLOLoss(nn.Module):
     ``anchors``: every anchor ``(w, h)`` in input pixels, smallest first (the anchors file);
     ``anchor_masks``: which anchors each level uses (default: consecutive groups);
     ``strides``: one per level, ascending. The keyword arguments are the ``loss`` section
-    of the config (utils/config.py documents each).
+    of the config (utils/config/schema.py documents each).
     """
 
     def __init__(self, num_classes: int, anchors: Sequence[Sequence[float]], strides: Sequence[int], input_size: int,
@@ -91,7 +91,7 @@ class YOLOLoss(nn.Module):
     @classmethod
     def from_config(cls, cfg, num_classes: int, anchors: Sequence[Sequence[float]], strides: Sequence[int],
                     anchor_masks: Sequence[Sequence[int]] | None = None) -> YOLOLoss:
-        """The one place where the config becomes loss arguments (``cfg``: utils.config.Config)."""
+        """The one place where the config becomes loss arguments (``cfg``: utils.config.schema.Config)."""
         return cls(num_classes, anchors, strides, cfg.model.input_size, anchor_masks, cfg.model.scale_x_y,
                    **dataclasses.asdict(cfg.loss))
 

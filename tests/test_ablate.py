@@ -15,7 +15,8 @@ import torch
 from nets.loss import YOLOLoss
 from tests.test_train import TINY_RUN
 from tools import ablate
-from utils.config import load_config, read_anchors
+from utils.config.files import read_anchors
+from utils.config.load import load_config
 
 
 def test_split_values_keeps_lists_whole() -> None:

@@ -1,4 +1,4 @@
-"""utils/config.py: loading, overrides, validation messages, round trip, safety."""
+"""utils/config/: the schema, loading: loading, overrides, validation messages, round trip, safety."""
 
 from __future__ import annotations
 
@@ -10,19 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config import (
-    REPO_ROOT,
-    Config,
-    ConfigError,
-    all_keys,
-    config_from_dict,
-    dump_config,
-    find_config,
-    load_config,
-    read_anchors,
-    read_classes,
-    save_config,
-)
+from utils.config.files import REPO_ROOT, find_config, read_anchors, read_classes
+from utils.config.load import config_from_dict, dump_config, load_config, save_config
+from utils.config.schema import Config, ConfigError, all_keys
 
 SHIPPED = ["voc.yaml", "coco.yaml", "shapes.yaml"]
 
@@ -224,13 +214,13 @@ def test_python_object_tag_is_refused(tmp_path: Path) -> None:
     p = write(tmp_path, "model: !!python/object/apply:os.system ['echo pwned']\n")
     msg = error_of(p)
     assert "not a valid YAML" in msg and "python/object" in msg
-    p = write(tmp_path, "train: !!python/object:utils.config.TrainConfig {epochs: 1}\n")
+    p = write(tmp_path, "train: !!python/object:utils.config.schema.TrainConfig {epochs: 1}\n")
     assert "python/object" in error_of(p)
 
 
 def test_every_field_has_a_comment() -> None:
     # The source line of every field carries a '# meaning, unit' comment.
-    text = (REPO_ROOT / "utils" / "config.py").read_text().splitlines()
+    text = (REPO_ROOT / "utils" / "config" / "schema.py").read_text().splitlines()
     for dotted in all_keys():
         key = dotted.split(".")[1]
         lines = [ln for ln in text if ln.lstrip().startswith(f"{key}:") and "_f(" in ln]

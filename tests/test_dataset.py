@@ -11,7 +11,8 @@ import torch
 
 from tests.test_augment import assert_boxes_match_pixels, rect_image
 from utils.augment import AugmentParams
-from utils.config import load_config, read_classes
+from utils.config.files import read_classes
+from utils.config.load import load_config
 from utils.dataset import LetterboxDataset, TrainDataset, build_train_loader, collate
 from utils.shapes import class_frequencies, ensure_shapes, make_shapes
 from utils.voc import Record, load_records

@@ -17,7 +17,8 @@ import eval as eval_cli
 from nets.yolo import build_model
 from tests.test_dataset import rect_records
 from utils.augment import letterbox_boxes, letterbox_info
-from utils.config import load_config, read_anchors
+from utils.config.files import read_anchors
+from utils.config.load import load_config
 from utils.engine import evaluate, save_checkpoint
 from utils.postprocess import DecodeSpec, decode_predictions, non_max_suppression
 
@@ -139,7 +140,7 @@ def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path,
     from pycocotools.cocoeval import COCOeval
 
     from utils import engine
-    from utils.config import read_classes
+    from utils.config.files import read_classes
     from utils.dataset import LetterboxDataset
     from utils.shapes import ensure_shapes
     from utils.voc import load_records

@@ -12,7 +12,7 @@ from torchvision.ops import box_iou, sigmoid_focal_loss
 from nets.box_coding import decode_boxes, to_per_anchor
 from nets.loss import YOLOLoss
 from nets.yolo import build_model
-from utils.config import read_anchors
+from utils.config.files import read_anchors
 
 ANCHORS = read_anchors("model_data/yolo_anchors.txt")
 TINY_ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
@@ -343,7 +343,7 @@ def test_map_gradients_keep_the_layout_and_dtype_of_the_maps() -> None:
 
 
 def test_from_config_builds_the_configured_loss() -> None:
-    from utils.config import load_config
+    from utils.config.load import load_config
 
     cfg = load_config("voc.yaml", ["loss.focal_gamma=1.5", "loss.label_smoothing=0.05", "loss.iou_type=giou"])
     loss = YOLOLoss.from_config(cfg, 20, ANCHORS, (8, 16, 32), V4["anchor_masks"])

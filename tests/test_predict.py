@@ -18,7 +18,8 @@ import predict as predict_cli
 from nets.darknet import save_darknet
 from nets.yolo import build_model
 from utils.augment import letterbox
-from utils.config import load_config, read_anchors
+from utils.config.files import read_anchors
+from utils.config.load import load_config
 from utils.dataset import _to_tensor
 from utils.engine import detect, save_checkpoint
 from utils.inference import Backend, class_colour, draw_detections, load_backend, resolve_source

@@ -17,7 +17,8 @@ import torch
 
 import train
 from tests.test_train import TINY_RUN, tiny_cfg
-from utils.config import REPO_ROOT, load_config
+from utils.config.files import REPO_ROOT
+from utils.config.load import load_config
 from utils.trainer import fit
 
 

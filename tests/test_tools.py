@@ -97,7 +97,8 @@ def test_make_shapes_never_deletes_a_users_folder(tmp_path: Path, capsys: pytest
 
 def test_make_shapes_refuses_a_foreign_folder_even_when_named_by_a_valid_name(tmp_path: Path) -> None:
     # the library call, below any config check: a folder without the generator's marker is never emptied
-    from utils.config import load_config, read_classes
+    from utils.config.files import read_classes
+    from utils.config.load import load_config
     from utils.shapes import ShapesFolderError
     from utils.shapes import make_shapes as make
 
@@ -126,7 +127,8 @@ def test_a_set_cut_short_is_still_the_generators_own(tmp_path: Path, monkeypatch
     import cv2
 
     from utils import shapes
-    from utils.config import load_config, read_classes
+    from utils.config.files import read_classes
+    from utils.config.load import load_config
 
     cfg = load_config("shapes.yaml", [f"data.root={tmp_path}", *SMALL])
     classes = read_classes(cfg.data.classes_path)
@@ -155,7 +157,8 @@ def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
 
     from nets.yolo import build_model
     from tools import objectness_hist
-    from utils.config import load_config, read_anchors
+    from utils.config.files import read_anchors
+    from utils.config.load import load_config
     from utils.engine import save_checkpoint
 
     cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", "model.input_size=128", *SMALL])
@@ -171,7 +174,7 @@ def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
                                "class_names": ["circle", "square", "triangle", "diamond", "cross", "ring"],
                                "anchors": [list(a) for a in read_anchors(cfg.model.anchors_path)], "input_size": 128})
         paths.append(str(path))
-    from utils.config import read_classes
+    from utils.config.files import read_classes
     from utils.shapes import ensure_shapes
 
     ensure_shapes(cfg, read_classes(cfg.data.classes_path))

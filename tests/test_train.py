@@ -13,7 +13,7 @@ import torch
 
 from nets.loss import YOLOLoss
 from nets.yolo import build_model
-from utils.config import load_config
+from utils.config.load import load_config
 from utils.engine import ModelEMA, build_optimizer, freeze_backbone, lr_factor, set_lr, train_mode
 from utils.trainer import ResumeError, TrainingStopped, fit
 
@@ -243,7 +243,7 @@ def test_two_process_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> No
     # the data set is made once here, so that the ranks only read it
     args = [f"data.root={tmp_path / 'data'}", f"train.save_dir={tmp_path / 'runs'}", *TINY_RUN, "train.epochs=1",
             "train.batch_size=4", "train.nominal_batch=8"]
-    from utils.config import read_classes
+    from utils.config.files import read_classes
     from utils.shapes import ensure_shapes
 
     cfg = load_config("shapes.yaml", args)

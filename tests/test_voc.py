@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from utils import voc
-from utils.config import load_config
+from utils.config.load import load_config
 from utils.voc import DataError, load_records, load_voc_split, read_image
 
 CLASSES = ["cat", "dog"]

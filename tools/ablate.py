@@ -47,7 +47,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.config import REPO_ROOT, ConfigError, load_config, read_classes  # noqa: E402
+from utils.config.files import REPO_ROOT, read_classes  # noqa: E402
+from utils.config.load import load_config  # noqa: E402
+from utils.config.schema import ConfigError  # noqa: E402
 from utils.shapes import ensure_shapes  # noqa: E402
 
 FOCAL_SWITCH = "loss.focal_loss"

@@ -76,7 +76,7 @@ def filter_boxes(before: np.ndarray, after: np.ndarray, min_size: float, min_are
 
 @dataclass
 class AugmentParams:
-    """The training transforms' knobs (from utils.config.DataConfig)."""
+    """The training transforms' knobs (from utils.config.schema.DataConfig)."""
 
     scale: tuple[float, float] = (0.25, 2.0)
     jitter: float = 0.3

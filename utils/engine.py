@@ -18,7 +18,9 @@ from nets.darknet import looks_like_darknet
 from nets.weights import WeightsError, checkpoint_state_dict, load_weights, read_checkpoint
 from nets.yolo import YOLO, build_model
 from utils.augment import unletterbox_boxes
-from utils.config import Config, apply_overrides, config_from_dict, load_config, read_anchors, read_classes
+from utils.config.files import read_anchors, read_classes
+from utils.config.load import apply_overrides, config_from_dict, load_config
+from utils.config.schema import Config
 from utils.dataset import LetterboxDataset, collate_letterbox, worker_init
 from utils.metrics import coco_evaluate_fast, voc_evaluate
 from utils.postprocess import DecodeSpec, decode_predictions, non_max_suppression
@@ -135,7 +137,7 @@ def load_for_inference(weights: str | Path, config: str | Path | None = None, ov
 
 def detect(outputs: list[torch.Tensor], spec: DecodeSpec, eval_cfg) -> list[torch.Tensor]:
     """Raw maps -> per image ``[K, 6]`` (x1, y1, x2, y2, score, class) in input pixels, with the
-    configured threshold and NMS (``eval_cfg``: utils.config.EvalConfig)."""
+    configured threshold and NMS (``eval_cfg``: utils.config.schema.EvalConfig)."""
     pred = decode_predictions(outputs, spec)
     return non_max_suppression(pred, eval_cfg.conf_thres, eval_cfg.nms_iou, eval_cfg.max_det, eval_cfg.agnostic_nms)
 

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from utils.config import Config, apply_overrides, config_from_dict, load_config
+from utils.config.load import apply_overrides, config_from_dict, load_config
+from utils.config.schema import Config
 from utils.postprocess import DecodeSpec
 
 ONNX_METADATA_KEY = "yolov4"  # metadata_props entry holding the JSON description of the model

@@ -196,7 +196,7 @@ def _clear_own_folder(folder: Path) -> None:
 
 
 def make_shapes(folder: str | Path, classes: list[str], spec) -> Path:
-    """Write the set described by ``spec`` (utils.config.ShapesConfig) into ``folder``.
+    """Write the set described by ``spec`` (utils.config.schema.ShapesConfig) into ``folder``.
 
     ``folder`` is replaced only when it is the generator's own (its ``shapes.json`` is there) or
     empty; anything else raises ShapesFolderError and is left as it is.

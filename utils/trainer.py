@@ -24,7 +24,9 @@ from nets.loss import YOLOLoss
 from nets.weights import WeightsError, load_weights, read_checkpoint
 from nets.yolo import build_model, model_summary
 from utils.augment import AugmentParams
-from utils.config import Config, all_keys, config_from_dict, read_anchors, read_classes, save_config
+from utils.config.files import read_anchors, read_classes
+from utils.config.load import config_from_dict, save_config
+from utils.config.schema import Config, all_keys
 from utils.dataset import TrainDataset, build_train_loader
 from utils.engine import (
     ModelEMA,
@@ -86,7 +88,7 @@ def check_resume_changes(saved: Config, cfg: Config, source: str | Path) -> list
 def resume_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None) -> Config:
     """The config that resumes the checkpoint ``path``: its own saved config (or the file ``config``,
     which must describe the same run) with ``overrides`` applied, checked by :func:`check_resume_changes`."""
-    from utils.config import apply_overrides, load_config, validate
+    from utils.config.load import apply_overrides, load_config, validate
 
     saved = config_from_dict(read_checkpoint(path, RESUME_KEYS, mmap=True)["config"], str(path))
     cfg = load_config(config, overrides) if config else validate(apply_overrides(config_from_dict(saved.to_dict()), overrides))

@@ -369,7 +369,7 @@ def load_coco_split(root: str | Path, split: str, class_names: list[str]) -> tup
 
 def load_records(data_cfg, splits: list[str], class_names: list[str],
                  write_cache: bool = True) -> tuple[list[Record], DataReport]:
-    """All records of ``splits`` (``data_cfg``: utils.config.DataConfig), with one merged report.
+    """All records of ``splits`` (``data_cfg``: utils.config.schema.DataConfig), with one merged report.
     ``write_cache``: false on the ranks of a distributed run but the first, which alone writes caches.
 
     Raises DataError when nothing is usable, or under ``data_cfg.strict`` when anything is wrong.
