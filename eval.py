@@ -6,7 +6,7 @@
 
 A ``.pt`` checkpoint carries its config, class names and anchors; ``--config`` and
 ``section.key=value`` overrides change them (e.g. ``eval.nms_iou=0.6``). Training-time
-evaluation calls the same function (utils.engine.evaluate) with the same defaults:
+evaluation calls the same function (utils.train.engine.evaluate) with the same defaults:
 letterboxed inputs, ``eval.conf_thres`` 0.001, the configured NMS.
 """
 
@@ -21,11 +21,13 @@ from pathlib import Path
 
 from utils.config.files import read_classes
 from utils.config.load import add_config_args
-from utils.engine import evaluate, next_run_dir, per_class_table, select_device
-from utils.inference import add_precision_arg, load_backend
-from utils.metrics import coco_ground_truth, coco_results
-from utils.shapes import ensure_shapes
-from utils.voc import DataError, load_records
+from utils.data.records import DataError
+from utils.data.splits import load_records
+from utils.data.synthetic import ensure_shapes
+from utils.infer.backend import add_precision_arg, load_backend
+from utils.metrics import coco_ground_truth, coco_results, per_class_table
+from utils.runtime import next_run_dir, select_device
+from utils.train.engine import evaluate
 
 
 def format_table(rows: list[dict], result: dict) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from utils.config.load import add_config_args
-from utils.inference import ONNX_METADATA_KEY, load_backend, model_metadata
+from utils.infer.backend import ONNX_METADATA_KEY, load_backend, model_metadata
 
 
 def write_onnx(model: torch.nn.Module, x: torch.Tensor, path: str | Path, dynamic: bool = False, opset: int = 17) -> None:

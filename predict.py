@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -28,21 +29,49 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.augment import letterbox, unletterbox_boxes
 from utils.config.load import add_config_args
-from utils.dataset import _to_tensor
-from utils.engine import detect, next_run_dir, select_device
-from utils.inference import (
-    Backend,
-    Source,
-    add_precision_arg,
-    draw_detections,
-    load_backend,
-    objectness_heatmap,
-    overlay_heatmap,
-    resolve_source,
-)
-from utils.voc import ImageReadError, read_image
+from utils.data.augment import letterbox, unletterbox_boxes
+from utils.data.dataset import _to_tensor
+from utils.data.images import ImageReadError, read_image
+from utils.infer.backend import Backend, add_precision_arg, load_backend
+from utils.infer.draw import draw_detections, objectness_heatmap, overlay_heatmap
+from utils.infer.postprocess import detect
+from utils.runtime import next_run_dir, select_device
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
+
+
+@dataclass
+class Source:
+    """What ``--source`` names: a webcam index, a video file, or image files (one, or a folder's, recursively)."""
+
+    kind: str  # "images" | "video" | "webcam"
+    path: Path | None = None
+    files: list[Path] = field(default_factory=list)
+    camera: int = 0
+
+
+def resolve_source(source: str) -> Source:
+    """A clear error for a missing path or an empty folder; a digit string is a webcam index."""
+    if source.isdigit():
+        return Source("webcam", camera=int(source))
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise SystemExit(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) under {path}")
+        return Source("images", path, files)
+    if not path.exists():
+        raise SystemExit(f"error: source not found: {path}")
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return Source("video", path)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return Source("images", path.parent, [path])
+    raise SystemExit(f"error: {path} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a video "
+                     f"({', '.join(VIDEO_EXTENSIONS)})")
 
 
 class Timer:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from utils.config.load import add_config_args, load_config
 from utils.config.schema import ConfigError
-from utils.voc import DataError
+from utils.data.records import DataError
 
 DEFAULT_CONFIG = "shapes.yaml"
 
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             cfg = load_config(args.config, args.overrides)  # fails fast on a bad key, before torch loads the model code
         from nets.weights import WeightsError
-        from utils.engine import CheckpointError
-        from utils.trainer import ResumeError, TrainingStopped, fit, resume_config
+        from utils.train.checkpoint import CheckpointError
+        from utils.train.fit import TrainingStopped, fit
+        from utils.train.resume import ResumeError, resume_config
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

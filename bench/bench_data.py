@@ -22,12 +22,13 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit  # noqa: E402
-from utils.augment import AugmentParams  # noqa: E402
 from utils.config.files import read_classes  # noqa: E402
 from utils.config.load import load_config  # noqa: E402
-from utils.dataset import TrainDataset, collate  # noqa: E402
-from utils.shapes import make_shapes  # noqa: E402
-from utils.voc import DataReport, load_voc_split, parse_voc_xml  # noqa: E402
+from utils.data.augment import AugmentParams  # noqa: E402
+from utils.data.dataset import TrainDataset, collate  # noqa: E402
+from utils.data.records import DataReport  # noqa: E402
+from utils.data.synthetic import make_shapes  # noqa: E402
+from utils.data.voc import load_voc_split, parse_voc_xml  # noqa: E402
 
 
 def images_per_second(ds: TrainDataset, n: int, batch: int = 16, passes: int = 3) -> float:

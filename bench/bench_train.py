@@ -51,7 +51,8 @@ from nets.common import ConvBNAct  # noqa: E402
 from nets.loss import YOLOLoss  # noqa: E402
 from nets.yolo import build_model, model_summary  # noqa: E402
 from utils.config.files import REPO_ROOT, read_anchors  # noqa: E402
-from utils.engine import build_optimizer, cpu_has_native_bf16  # noqa: E402
+from utils.runtime import cpu_has_native_bf16  # noqa: E402
+from utils.train.optim import build_optimizer  # noqa: E402
 
 CLASSES = 20
 ANCHORS = {"yolov4": "yolo_anchors.txt", "yolov4-tiny": "yolo_tiny_anchors.txt"}
@@ -112,7 +113,7 @@ def make_step(name: str, size: int, batch: int, plain: bool, channels_last: bool
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):  # as utils/trainer.py
+        with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):  # as utils/train/engine.py
             outputs = model(x)
         total, _ = loss_fn(outputs, targets)
         total.backward()

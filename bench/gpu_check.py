@@ -37,7 +37,7 @@ import eval as eval_cli  # noqa: E402
 import predict as predict_cli  # noqa: E402
 from bench.common import emit  # noqa: E402
 from utils.config.load import load_config  # noqa: E402
-from utils.trainer import fit  # noqa: E402
+from utils.train.fit import fit  # noqa: E402
 
 FULL = {"size": 416, "train": 120, "val": 40, "batch": 8, "tiny_epochs": 6, "tiny_train": 400, "workers": 4}
 SMOKE = {"size": 64, "train": 16, "val": 4, "batch": 8, "tiny_epochs": 2, "tiny_train": 16, "workers": 0}

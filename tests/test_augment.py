@@ -1,4 +1,4 @@
-"""utils/augment.py: solid rectangles pushed through every transform still match their boxes."""
+"""utils/data/augment.py: solid rectangles pushed through every transform still match their boxes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.augment import (
+from utils.data.augment import (
     AugmentParams,
     filter_boxes,
     hsv_jitter,

@@ -1,4 +1,4 @@
-"""Checkpoints: durable writes (utils.engine.save_checkpoint) and clear errors on files that cannot be read."""
+"""Checkpoints: durable writes (utils.train.checkpoint.save_checkpoint) and clear errors on files that cannot be read."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import engine
-from utils.engine import CheckpointError, save_checkpoint
+from utils.train import checkpoint
+from utils.train.checkpoint import CheckpointError, save_checkpoint
 
 
 def test_save_fsyncs_the_file_then_replaces_then_fsyncs_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +45,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_temporary(tmp
         fh.write(b"\0" * 4096)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(engine.torch, "save", disk_full)
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
     with pytest.raises(CheckpointError, match=r"could not save .*last.pt: \[Errno 28\] No space left on device; "
                                               r"the previous last.pt, if any, is unchanged"):
         save_checkpoint(path, {"epoch": 4, "w": torch.zeros(100)})
@@ -61,7 +61,7 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path: Path, monke
         fh.write(b"PK")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine.torch, "save", interrupted)
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):  # not turned into an error message: the interrupt goes on
         save_checkpoint(path, {"epoch": 4})
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

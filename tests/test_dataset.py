@@ -1,4 +1,4 @@
-"""utils/dataset.py and utils/shapes.py: batches, reproducibility, workers, ranks, the synthetic set."""
+"""utils/data/dataset.py and utils/data/synthetic.py: batches, reproducibility, workers, ranks, the synthetic set."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from tests.test_augment import assert_boxes_match_pixels, rect_image
-from utils.augment import AugmentParams
 from utils.config.files import read_classes
 from utils.config.load import load_config
-from utils.dataset import LetterboxDataset, TrainDataset, build_train_loader, collate
-from utils.shapes import class_frequencies, ensure_shapes, make_shapes
-from utils.voc import Record, load_records
+from utils.data.augment import AugmentParams
+from utils.data.dataset import LetterboxDataset, TrainDataset, build_train_loader, collate
+from utils.data.records import Record
+from utils.data.splits import load_records
+from utils.data.synthetic import class_frequencies, ensure_shapes, make_shapes
 
 NO_COLOUR = AugmentParams(hsv=(0.0, 0.0, 0.0), min_box_size=6, min_box_area=0.3)
 

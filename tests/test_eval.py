@@ -16,11 +16,12 @@ from torch import nn
 import eval as eval_cli
 from nets.yolo import build_model
 from tests.test_dataset import rect_records
-from utils.augment import letterbox_boxes, letterbox_info
 from utils.config.files import read_anchors
 from utils.config.load import load_config
-from utils.engine import evaluate, save_checkpoint
-from utils.postprocess import DecodeSpec, decode_predictions, non_max_suppression
+from utils.data.augment import letterbox_boxes, letterbox_info
+from utils.infer.postprocess import DecodeSpec, decode_predictions, non_max_suppression
+from utils.train.checkpoint import save_checkpoint
+from utils.train.engine import evaluate
 
 ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
 SPEC = DecodeSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.0, 1.0))
@@ -139,11 +140,11 @@ def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path,
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from utils import engine
     from utils.config.files import read_classes
-    from utils.dataset import LetterboxDataset
-    from utils.shapes import ensure_shapes
-    from utils.voc import load_records
+    from utils.data.dataset import LetterboxDataset
+    from utils.data.splits import load_records
+    from utils.data.synthetic import ensure_shapes
+    from utils.train import engine
 
     cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", "shapes.num_train=4", "shapes.num_val=6",
                                       "shapes.num_test=0", "model.input_size=128"])

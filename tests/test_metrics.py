@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from utils.data.records import Record
 from utils.metrics import coco_evaluate, coco_evaluate_fast, voc_ap, voc_evaluate
-from utils.voc import Record
 
 
 def scene(seed: int, n_img: int = 40, num_classes: int = 5, per_image: int = 20):

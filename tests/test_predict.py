@@ -17,13 +17,15 @@ import export as export_cli
 import predict as predict_cli
 from nets.darknet import save_darknet
 from nets.yolo import build_model
-from utils.augment import letterbox
+from predict import resolve_source
 from utils.config.files import read_anchors
 from utils.config.load import load_config
-from utils.dataset import _to_tensor
-from utils.engine import detect, save_checkpoint
-from utils.inference import Backend, class_colour, draw_detections, load_backend, resolve_source
-from utils.postprocess import DecodeSpec
+from utils.data.augment import letterbox
+from utils.data.dataset import _to_tensor
+from utils.infer.backend import Backend, load_backend
+from utils.infer.draw import class_colour, draw_detections
+from utils.infer.postprocess import DecodeSpec, detect
+from utils.train.checkpoint import save_checkpoint
 
 CLASSES = ["circle", "square", "triangle", "diamond", "cross", "ring"]
 ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")

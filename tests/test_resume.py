@@ -19,7 +19,7 @@ import train
 from tests.test_train import TINY_RUN, tiny_cfg
 from utils.config.files import REPO_ROOT
 from utils.config.load import load_config
-from utils.trainer import fit
+from utils.train.fit import fit
 
 
 def epochs_in_csv(run: Path) -> list[str]:
@@ -114,7 +114,7 @@ def test_resume_takes_the_data_and_machine_overrides(tmp_path: Path) -> None:
 
 
 def test_a_time_limit_can_be_extended_on_resume(tmp_path: Path) -> None:
-    from utils.trainer import resume_config
+    from utils.train.resume import resume_config
 
     first = Path(fit(tiny_cfg(tmp_path, "train.epochs=4", "train.time_limit=10"), stop_after=1)["run_dir"])
     assert resume_config(first / "last.pt", ["train.time_limit=20"]).train.time_limit == 20

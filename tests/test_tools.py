@@ -99,8 +99,8 @@ def test_make_shapes_refuses_a_foreign_folder_even_when_named_by_a_valid_name(tm
     # the library call, below any config check: a folder without the generator's marker is never emptied
     from utils.config.files import read_classes
     from utils.config.load import load_config
-    from utils.shapes import ShapesFolderError
-    from utils.shapes import make_shapes as make
+    from utils.data.synthetic import ShapesFolderError
+    from utils.data.synthetic import make_shapes as make
 
     files = _a_users_dataset(tmp_path)
     cfg = load_config("shapes.yaml", SMALL)
@@ -126,9 +126,9 @@ def test_a_set_cut_short_is_still_the_generators_own(tmp_path: Path, monkeypatch
     # killed half-way (here: the third image write fails), the folder keeps its marker, so the next run remakes it
     import cv2
 
-    from utils import shapes
     from utils.config.files import read_classes
     from utils.config.load import load_config
+    from utils.data import synthetic as shapes
 
     cfg = load_config("shapes.yaml", [f"data.root={tmp_path}", *SMALL])
     classes = read_classes(cfg.data.classes_path)
@@ -159,7 +159,7 @@ def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
     from tools import objectness_hist
     from utils.config.files import read_anchors
     from utils.config.load import load_config
-    from utils.engine import save_checkpoint
+    from utils.train.checkpoint import save_checkpoint
 
     cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", "model.input_size=128", *SMALL])
     paths = []
@@ -175,7 +175,7 @@ def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
                                "anchors": [list(a) for a in read_anchors(cfg.model.anchors_path)], "input_size": 128})
         paths.append(str(path))
     from utils.config.files import read_classes
-    from utils.shapes import ensure_shapes
+    from utils.data.synthetic import ensure_shapes
 
     ensure_shapes(cfg, read_classes(cfg.data.classes_path))
     out = tmp_path / "hist.png"

@@ -1,4 +1,4 @@
-"""utils/trainer.py and utils/engine.py: a real (tiny) run, resume, faults, schedule, EMA, DDP."""
+"""utils/train/ (fit, engine, optim, ema): a real (tiny) run, resume, faults, schedule, EMA, DDP."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import torch
 from nets.loss import YOLOLoss
 from nets.yolo import build_model
 from utils.config.load import load_config
-from utils.engine import ModelEMA, build_optimizer, freeze_backbone, lr_factor, set_lr, train_mode
-from utils.trainer import ResumeError, TrainingStopped, fit
+from utils.train.ema import ModelEMA
+from utils.train.fit import TrainingStopped, fit
+from utils.train.optim import build_optimizer, freeze_backbone, lr_factor, set_lr, train_mode
+from utils.train.resume import ResumeError
 
 TINY_RUN = ["model.input_size=64", "shapes.num_train=16", "shapes.num_val=4", "shapes.num_test=0", "shapes.width=96",
             "shapes.height=96", "train.batch_size=8", "train.nominal_batch=8", "train.eval_period=1", "data.workers=0",
@@ -112,9 +114,9 @@ def test_a_split_smaller_than_a_batch_still_trains(tmp_path: Path, caplog: pytes
 
 
 def test_last_pt_is_saved_before_the_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import utils.trainer
+    import utils.train.fit
 
-    real, calls = utils.trainer.evaluate, []
+    real, calls = utils.train.fit.evaluate, []
 
     def crash_at_the_second(*a, **k):
         calls.append(1)
@@ -122,7 +124,7 @@ def test_last_pt_is_saved_before_the_evaluation(tmp_path: Path, monkeypatch: pyt
             raise MemoryError("evaluation ran out of memory")
         return real(*a, **k)
 
-    monkeypatch.setattr(utils.trainer, "evaluate", crash_at_the_second)
+    monkeypatch.setattr(utils.train.fit, "evaluate", crash_at_the_second)
     with pytest.raises(MemoryError):
         fit(tiny_cfg(tmp_path, "train.epochs=3"))
     run = tmp_path / "runs" / "exp"
@@ -137,16 +139,16 @@ def test_last_pt_is_saved_before_the_evaluation(tmp_path: Path, monkeypatch: pyt
 def test_a_kill_after_the_row_before_the_save_leaves_no_row_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # epoch 2's row is written, then the process dies before last.pt is saved again: the last.pt on disk is the
     # one saved before epoch 2's evaluation, which runs again on resume and must not add its row a second time
-    import utils.trainer
+    import utils.train.fit
 
-    real = utils.trainer._append_csv
+    real = utils.train.fit.append_row
 
     def dies_after_row_two(path, row):
         real(path, row)
         if row["epoch"] == 2:
             raise SystemExit("killed")
 
-    monkeypatch.setattr(utils.trainer, "_append_csv", dies_after_row_two)
+    monkeypatch.setattr(utils.train.fit, "append_row", dies_after_row_two)
     with pytest.raises(SystemExit):
         fit(tiny_cfg(tmp_path, "train.epochs=3"))
     monkeypatch.undo()
@@ -244,7 +246,7 @@ def test_two_process_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> No
     args = [f"data.root={tmp_path / 'data'}", f"train.save_dir={tmp_path / 'runs'}", *TINY_RUN, "train.epochs=1",
             "train.batch_size=4", "train.nominal_batch=8"]
     from utils.config.files import read_classes
-    from utils.shapes import ensure_shapes
+    from utils.data.synthetic import ensure_shapes
 
     cfg = load_config("shapes.yaml", args)
     ensure_shapes(cfg, read_classes(cfg.data.classes_path))

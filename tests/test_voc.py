@@ -1,4 +1,4 @@
-"""utils/voc.py: VOC parsing, coordinates, the cache, and every kind of bad input."""
+"""utils/data/ (records, images, voc, coco, splits): VOC parsing, coordinates, the cache, and every kind of bad input."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import voc
 from utils.config.load import load_config
-from utils.voc import DataError, load_records, load_voc_split, read_image
+from utils.data import records as voc
+from utils.data.coco import load_coco_split
+from utils.data.images import read_image
+from utils.data.records import DataError
+from utils.data.splits import load_records
+from utils.data.voc import load_voc_split
 
 CLASSES = ["cat", "dog"]
 
@@ -266,7 +270,7 @@ def test_coco_reader_maps_ids_and_marks_crowd(tmp_path: Path) -> None:
            "annotations": [{"image_id": 1, "category_id": 18, "bbox": [10, 5, 20, 15], "iscrowd": 0},
                            {"image_id": 1, "category_id": 17, "bbox": [0, 0, 64, 48], "iscrowd": 1}]}
     (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(ann))
-    recs, report = voc.load_coco_split(tmp_path, "val2017", CLASSES)
+    recs, report = load_coco_split(tmp_path, "val2017", CLASSES)
     (rec,) = recs
     np.testing.assert_array_equal(rec.boxes, [[10, 5, 30, 20], [0, 0, 64, 48]])
     assert rec.labels.tolist() == [1, 0] and rec.difficult.tolist() == [False, True]

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils.config.files import REPO_ROOT, read_classes  # noqa: E402
 from utils.config.load import load_config  # noqa: E402
 from utils.config.schema import ConfigError  # noqa: E402
-from utils.shapes import ensure_shapes  # noqa: E402
+from utils.data.synthetic import ensure_shapes  # noqa: E402
 
 FOCAL_SWITCH = "loss.focal_loss"
 FOCAL_ONLY = ("loss.focal_alpha", "loss.focal_gamma", "loss.focal_loss_ratio", "loss.focal_normalize", "loss.focal_form")

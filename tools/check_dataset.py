@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.config.files import read_classes  # noqa: E402
 from utils.config.load import add_config_args, config_from_args  # noqa: E402
-from utils.shapes import ensure_shapes  # noqa: E402
-from utils.voc import DataError, class_counts, load_records  # noqa: E402
+from utils.data.records import DataError, class_counts  # noqa: E402
+from utils.data.splits import load_records  # noqa: E402
+from utils.data.synthetic import ensure_shapes  # noqa: E402
 
 
 def check(cfg) -> dict:

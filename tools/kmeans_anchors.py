@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils.config.files import read_anchors, read_classes  # noqa: E402
 from utils.config.load import add_config_args, config_from_args  # noqa: E402
 from utils.config.schema import NUM_ANCHORS  # noqa: E402
-from utils.shapes import ensure_shapes  # noqa: E402
-from utils.voc import load_records  # noqa: E402
+from utils.data.splits import load_records  # noqa: E402
+from utils.data.synthetic import ensure_shapes  # noqa: E402
 
 
 def shape_iou_np(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:

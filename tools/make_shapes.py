@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.config.files import read_classes  # noqa: E402
 from utils.config.load import add_config_args, config_from_args  # noqa: E402
-from utils.shapes import ShapesFolderError, make_shapes  # noqa: E402
+from utils.data.synthetic import ShapesFolderError, make_shapes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

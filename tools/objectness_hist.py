@@ -24,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nets.box_coding import to_per_anchor  # noqa: E402
 from nets.loss import YOLOLoss  # noqa: E402
-from utils.dataset import LetterboxDataset  # noqa: E402
-from utils.engine import load_for_inference  # noqa: E402
-from utils.voc import DataError, load_records  # noqa: E402
+from utils.data.dataset import LetterboxDataset  # noqa: E402
+from utils.data.records import DataError  # noqa: E402
+from utils.data.splits import load_records  # noqa: E402
+from utils.train.checkpoint import load_for_inference  # noqa: E402
 
 BINS = np.linspace(0.0, 1.0, 41)
 

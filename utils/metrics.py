@@ -4,7 +4,7 @@ Inputs, per image, in original image pixels:
 
 - detections ``[K, 6]`` = (x1, y1, x2, y2, score, class);
 - ground truth: anything with ``boxes [G, 4]``, ``labels [G]``, ``difficult [G]`` (a
-  :class:`utils.voc.Record`), plus ``width`` / ``height`` for COCO.
+  :class:`utils.data.records.Record`), plus ``width`` / ``height`` for COCO.
 
 VOC rules (VOCevaldet.m of the VOC devkit): detections of a class sorted by score; each is
 matched to the ground truth it overlaps most; IoU >= ``iou_thr`` with a ground truth not yet
@@ -19,8 +19,11 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from utils.data.records import Record
 
 COCO_IOUS = np.linspace(0.5, 0.95, 10)
 COCO_RECALLS = np.linspace(0.0, 1.0, 101)
@@ -350,3 +353,14 @@ def coco_evaluate_fast(dets: Sequence[np.ndarray], gts: Sequence, num_classes: i
     stats["APs"], stats["APm"], stats["APl"] = (mean(precision[a]) for a in ("small", "medium", "large"))
     stats["per_class_AP50_95"] = [float(v) if v > -1 else float("nan") for v in all_p.mean(0)]
     return stats
+
+
+def per_class_table(result: dict, records: Sequence[Record], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of (class, images, objects, AP50 11-point, AP50 all-point, AP50-95)."""
+    rows = []
+    for c, name in enumerate(class_names):
+        images = sum(1 for r in records if ((r.labels == c) & ~r.difficult).any())
+        rows.append({"class": name, "images": images, "objects": int(result["voc"]["npos"][c]),
+                     "ap50_07": float(result["voc"]["ap07"][c]), "ap50": float(result["voc"]["ap"][c]),
+                     "ap50_95": float(result["coco"]["per_class_AP50_95"][c])})
+    return rows

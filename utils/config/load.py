@@ -35,7 +35,6 @@ def _suggest(dotted: str) -> str:
     return f" Did you mean '{match[0]}'?" if match else ""
 
 
-
 # --------------------------------------------------------------------------- typing
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")

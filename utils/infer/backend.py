@@ -1,37 +1,29 @@
-"""Inference shared by predict.py, eval.py and export.py: one backend over a PyTorch checkpoint or an
-ONNX file, the sources predict reads, and the drawing of detections.
+"""One backend over a PyTorch checkpoint, Darknet ``.weights`` or an ONNX file, for predict.py,
+eval.py and export.py.
 
     backend = load_backend("best.pt")              # or "best.onnx", or Darknet .weights with config=
     maps = backend(images)                         # letterboxed float batch [B, 3, S, S] -> raw maps by stride
-    dets = detect(maps, backend.spec, cfg.eval)    # utils.engine.detect
+    dets = detect(maps, backend.spec, cfg.eval)    # utils.infer.postprocess.detect
 
 An ONNX file made by export.py carries what a checkpoint carries (class names, anchors, model
-name, input size, the config) as JSON in its metadata, so either file alone is enough.
-"""
+name, input size, the config) as JSON in its metadata, so either file alone is enough."""
 
 from __future__ import annotations
 
-import colorsys
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from utils.config.load import apply_overrides, config_from_dict, load_config
 from utils.config.schema import Config
-from utils.postprocess import DecodeSpec
+from utils.infer.postprocess import DecodeSpec
 
 ONNX_METADATA_KEY = "yolov4"  # metadata_props entry holding the JSON description of the model
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
-
-
-# --------------------------------------------------------------------------- backends
 
 
 @dataclass
@@ -92,7 +84,6 @@ def model_metadata(cfg: Config, class_names: Sequence[str], anchors: Sequence[Se
             "anchor_masks": [list(m) for m in model.anchor_masks], "strides": list(model.strides),
             "input_size": cfg.model.input_size, "config": cfg.to_dict()}
 
-
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -119,7 +110,8 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
     if precision not in PRECISIONS:
         raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if weights.suffix.lower() != ".onnx":
-        from utils.engine import load_for_inference, warn_if_bf16_emulated
+        from utils.runtime import warn_if_bf16_emulated
+        from utils.train.checkpoint import load_for_inference
 
         if precision == "fp16" and device.type != "cuda":
             raise SystemExit("error: fp16 inference needs a CUDA device; on the CPU use bf16")
@@ -165,101 +157,3 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
     dtype = torch.float16 if "float16" in session.get_inputs()[0].type else torch.float32
     return Backend("onnxruntime", cfg, list(meta["class_names"]), anchors, spec, int(meta["input_size"]),
                    torch.device("cpu"), session=session, fixed_batch=fixed_batch, fixed_size=fixed_size, dtype=dtype)
-
-
-# --------------------------------------------------------------------------- sources
-
-
-@dataclass
-class Source:
-    """What ``--source`` names: a webcam index, a video file, or image files (one, or a folder's, recursively)."""
-
-    kind: str  # "images" | "video" | "webcam"
-    path: Path | None = None
-    files: list[Path] = field(default_factory=list)
-    camera: int = 0
-
-
-def resolve_source(source: str) -> Source:
-    """A clear error for a missing path or an empty folder; a digit string is a webcam index."""
-    if source.isdigit():
-        return Source("webcam", camera=int(source))
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise SystemExit(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) under {path}")
-        return Source("images", path, files)
-    if not path.exists():
-        raise SystemExit(f"error: source not found: {path}")
-    if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return Source("video", path)
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return Source("images", path.parent, [path])
-    raise SystemExit(f"error: {path} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a video "
-                     f"({', '.join(VIDEO_EXTENSIONS)})")
-
-
-# --------------------------------------------------------------------------- drawing
-
-
-def class_colour(c: int) -> tuple[int, int, int]:
-    """A stable BGR colour per class index: hues spaced by the golden ratio, so neighbours differ."""
-    r, g, b = colorsys.hsv_to_rgb((c * 0.618033988749895) % 1.0, 0.85, 0.95)
-    return int(b * 255), int(g * 255), int(r * 255)
-
-
-def draw_detections(img: np.ndarray, dets: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
-    """Boxes with "name 0.87" labels drawn on a copy of the BGR image ``img``.
-
-    ``dets [K, 6]`` = (x1, y1, x2, y2, score, class) in the image's pixels. Line width and
-    text follow the image size; a label sits above its box, or inside it at the top when there
-    is no room above, and is shifted to stay within the image. Low scores are drawn first, so
-    the best boxes end on top.
-    """
-    out = img.copy()
-    h, w = out.shape[:2]
-    lw = max(1, round((h + w) / 2 * 0.003))
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, lw / 3)
-    thick = max(1, lw - 1)
-    for x1, y1, x2, y2, score, c in sorted(dets.tolist(), key=lambda d: d[4]):
-        c = int(c)
-        colour = class_colour(c)
-        p1 = (int(round(x1)), int(round(y1)))
-        p2 = (int(round(x2)), int(round(y2)))
-        cv2.rectangle(out, p1, p2, colour, lw, cv2.LINE_AA)
-        name = class_names[c] if 0 <= c < len(class_names) else str(c)
-        label = f"{name} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(label, font, scale, thick)
-        th += base
-        x = min(max(p1[0], 0), max(w - tw - 2, 0))
-        y = p1[1] - th - 2 if p1[1] - th - 2 >= 0 else max(p1[1], 0)  # above the box, else just inside it
-        y = min(y, max(h - th - 2, 0))
-        cv2.rectangle(out, (x, y), (x + tw + 2, y + th + 2), colour, -1, cv2.LINE_AA)
-        luminance = 0.114 * colour[0] + 0.587 * colour[1] + 0.299 * colour[2]
-        text_colour = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-        cv2.putText(out, label, (x + 1, y + th - base + 1), font, scale, text_colour, thick, cv2.LINE_AA)
-    return out
-
-
-def objectness_heatmap(maps: Sequence[torch.Tensor], num_anchors: int, size: int) -> np.ndarray:
-    """``[B, size, size]`` float32 in [0, 1]: per pixel of the letterboxed input, the highest objectness
-    over anchors and levels (each level's map resized to the input)."""
-    out = None
-    for raw in maps:
-        b, ch, h, w = raw.shape
-        obj = raw.float().view(b, num_anchors, ch // num_anchors, h, w)[:, :, 4].sigmoid().amax(1, keepdim=True)
-        up = torch.nn.functional.interpolate(obj, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-        out = up if out is None else torch.maximum(out, up)
-    return out.cpu().numpy()
-
-
-def overlay_heatmap(img: np.ndarray, heat: np.ndarray, info) -> np.ndarray:
-    """Blend a letterboxed heatmap (``info``: its utils.augment.Letterbox) onto the original image."""
-    h, w = img.shape[:2]
-    x0, y0 = int(round(info.pad_x)), int(round(info.pad_y))
-    nw, nh = int(round(w * info.scale_x)), int(round(h * info.scale_y))
-    crop = heat[y0:y0 + max(nh, 1), x0:x0 + max(nw, 1)]
-    crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.clip(crop * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(img, 0.55, colour, 0.45, 0)

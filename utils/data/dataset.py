@@ -21,17 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.augment import (
-    AugmentParams,
-    hsv_jitter,
-    letterbox,
-    letterbox_boxes,
-    letterbox_info,
-    mixup,
-    mosaic,
-    random_place,
-)
-from utils.voc import ImageReadError, Record, read_image
+from utils.data.augment import AugmentParams, hsv_jitter, letterbox, letterbox_boxes, letterbox_info, mixup, mosaic, random_place
+from utils.data.images import ImageReadError, read_image
+from utils.data.records import Record
 
 LOGGER = logging.getLogger(__name__)
 

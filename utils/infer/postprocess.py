@@ -1,7 +1,4 @@
-"""Inference after the model: every level's raw maps decoded into scored boxes, then NMS.
-
-The decode formula itself lives with the model, in nets/box_coding.py (the loss uses it too).
-"""
+"""Raw head maps to detections: decoding, NMS, and the two in one (:func:`detect`)."""
 
 from __future__ import annotations
 
@@ -65,3 +62,10 @@ def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.001, nms_iou: 
         idx = batched_nms(boxes, score, torch.zeros_like(cls) if agnostic else cls, nms_iou)[:max_det]
         results.append(torch.cat((boxes[idx], score[idx, None], cls[idx, None].float()), 1))
     return results
+
+
+def detect(outputs: list[torch.Tensor], spec: DecodeSpec, eval_cfg) -> list[torch.Tensor]:
+    """Raw maps -> per image ``[K, 6]`` (x1, y1, x2, y2, score, class) in input pixels, with the
+    configured threshold and NMS (``eval_cfg``: utils.config.schema.EvalConfig)."""
+    pred = decode_predictions(outputs, spec)
+    return non_max_suppression(pred, eval_cfg.conf_thres, eval_cfg.nms_iou, eval_cfg.max_det, eval_cfg.agnostic_nms)

@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 
-from utils.voc import DataError
+from utils.data.records import DataError
 
 LOGGER = logging.getLogger(__name__)
 GENERATOR_VERSION = 2

@@ -1,0 +1,167 @@
+"""One epoch of training and one evaluation, as torchvision's detection ``engine.py`` names them.
+
+:func:`train_one_epoch` is the step loop (autocast, loss, accumulation, clipping, EMA, the progress
+bar); :func:`evaluate` is the evaluation that training, eval.py and the tools share."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from utils.data.augment import unletterbox_boxes
+from utils.data.dataset import LetterboxDataset, collate_letterbox, worker_init
+from utils.data.records import Record
+from utils.infer.postprocess import DecodeSpec, detect
+from utils.metrics import coco_evaluate_fast, voc_evaluate
+from utils.runtime import unwrap
+from utils.train.ema import ModelEMA
+from utils.train.optim import set_lr
+
+LOGGER = logging.getLogger(__name__)
+
+class TrainingStopped(RuntimeError):
+    """Raised when the run cannot go on (non-finite losses); last.pt has been saved."""
+
+
+BAR_EVERY = 10  # iterations between progress-bar updates (each reads the running sums from the device)
+
+
+def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: int, epochs: int, base_lr: float,
+                    warmup_iters: int, start_iter: int, accumulate: int, ema: ModelEMA | None, scaler, dtype,
+                    stop_requested, show: bool, world: int) -> dict[str, Any]:
+    """One pass over ``loader``; returns mean loss terms, the last lr, counts, and whether a stop was asked."""
+    n = len(loader)
+    # loc, conf, cls, total, num_pos, collisions: summed on the device; read back only for the bar and at the end
+    acc = torch.zeros(6, dtype=torch.float64, device=device)
+    bad = consecutive = done = 0
+    lr = 0.0
+    images_seen, t0 = 0, time.perf_counter()
+    bar = tqdm(_batches(loader, stop_requested), total=n, desc=f"epoch {epoch + 1}/{epochs}", disable=not show,
+               leave=True, dynamic_ncols=True)
+    optimizer.zero_grad(set_to_none=True)
+    params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    for i, (images, targets) in enumerate(bar):
+        it = start_iter + i
+        lr = set_lr(optimizer, cfg.train, (epoch + i / n) / epochs, it, warmup_iters, base_lr)
+        images = images.to(device, non_blocking=True)
+        if cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            outputs = model(images)
+        total, terms = loss_fn(outputs, targets)
+        finite = torch.isfinite(total).to(torch.int32)
+        if world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not finite.item():
+            bad += 1
+            consecutive += 1
+            optimizer.zero_grad(set_to_none=True)
+            LOGGER.warning("non-finite loss at epoch %d, iteration %d: step skipped (%d in a row)", epoch + 1, i, consecutive)
+            if consecutive >= cfg.train.max_bad_steps:
+                raise TrainingStopped(f"{consecutive} non-finite losses in a row (train.max_bad_steps); "
+                                      "try a lower train.lr or train.amp=off")
+            continue
+        consecutive = 0
+        scaler.scale(total / accumulate).backward()
+        if (i + 1) % accumulate == 0 or i + 1 == n:
+            if cfg.train.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
+        acc += torch.stack((terms["loc"], terms["conf"], terms["cls"], total.detach(), loss_fn.stats["num_pos"],
+                            loss_fn.stats["collisions"])).to(torch.float64)
+        done += 1
+        images_seen += len(images)
+        if show and (i % BAR_EVERY == 0 or i + 1 == n):  # the one host read of the running sums, every few steps
+            post = {k: f"{v / done:.4f}" for k, v in zip(("loc", "conf", "cls", "total"), acc[:4].tolist(), strict=True)}
+            post.update(lr=f"{lr:.2e}", img_s=f"{images_seen * world / (time.perf_counter() - t0):.1f}")
+            if device.type == "cuda":
+                post["mem"] = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}G"
+            bar.set_postfix(post, refresh=False)
+        if stop_requested():
+            break
+    bar.close()
+    sums = acc.tolist()
+    means = {k: v / max(done, 1) for k, v in zip(("loc", "conf", "cls", "total"), sums[:4], strict=True)}
+    return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(),
+            "num_pos": int(sums[4]), "collisions": int(sums[5])}
+
+
+def _batches(loader, stop_requested):
+    """The loader's batches. When a stop was asked and the loader fails, the epoch ends there without an error:
+    a process group's SIGTERM (a job scheduler's) also kills the loader's workers, which is the stop's doing."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stop_requested():
+                return
+            raise
+        yield batch
+
+
+@torch.inference_mode()
+def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpec, input_size: int,
+             eval_cfg, device: torch.device | str = "cpu", workers: int = 0, loss_fn=None) -> dict[str, Any]:
+    """The evaluation used by training and by eval.py: letterboxed batches, the configured NMS,
+    detections mapped back to original pixels, VOC AP at ``eval_cfg.match_iou`` (all-point and
+    07 11-point) and COCO AP@[.5:.95]. With ``loss_fn`` also the validation loss terms.
+    """
+    is_module = isinstance(model, torch.nn.Module)  # else a callable such as utils.infer.backend.Backend
+    was_training = is_module and model.training
+    if is_module:
+        model.eval()
+    ds = LetterboxDataset(records, input_size)
+    loader = DataLoader(ds, batch_size=eval_cfg.batch_size, num_workers=workers, collate_fn=collate_letterbox,
+                        worker_init_fn=worker_init if workers else None)
+    dets: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(records)
+    unreadable: list[int] = []  # images that failed to decode: counted, and left out of the metrics
+    loss_sum = {"loc": 0.0, "conf": 0.0, "cls": 0.0}
+    n_batches = 0
+    for images, indices, infos, failed in loader:
+        unreadable += failed
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)
+        outputs = model(images)
+        if loss_fn is not None:
+            _, terms = loss_fn(outputs, ds.batch_targets(indices).to(device))
+            for k in loss_sum:
+                loss_sum[k] += float(terms[k])
+            n_batches += 1
+        for r, i, info in zip(detect(outputs, spec, eval_cfg), indices, infos, strict=True):
+            r = r.cpu().numpy()
+            rec = records[i]
+            r[:, :4] = unletterbox_boxes(r[:, :4], info, rec.width, rec.height)
+            dets[i] = r
+    if is_module:
+        model.train(was_training)
+    scored_dets, scored = dets, records
+    if unreadable:
+        LOGGER.warning("%d of %d images could not be decoded and are left out of the evaluation", len(unreadable),
+                       len(records))
+        kept = sorted(set(range(len(records))) - set(unreadable))
+        scored_dets, scored = [dets[i] for i in kept], [records[i] for i in kept]
+    voc = voc_evaluate(scored_dets, scored, num_classes, eval_cfg.match_iou, eval_cfg.score_thres)
+    coco = coco_evaluate_fast(scored_dets, scored, num_classes)
+    result = {"map50": voc["map"], "map50_07": voc["map07"], "map50_95": coco["AP50_95"], "coco": coco, "voc": voc,
+              "dets": dets, "unreadable": len(unreadable)}
+    if loss_fn is not None:
+        result["val_loss"] = {k: v / max(n_batches, 1) for k, v in loss_sum.items()}
+    return result
