@@ -19,14 +19,17 @@ import sys
 import time
 from pathlib import Path
 
+from nets.weights import WeightsError
 from utils.config.files import read_classes
 from utils.config.load import add_config_args
+from utils.config.schema import ConfigError
+from utils.console import one_line_errors
 from utils.data.records import DataError
 from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
-from utils.infer.backend import add_precision_arg, load_backend
+from utils.infer.backend import BackendError, add_precision_arg, load_backend
 from utils.metrics import coco_ground_truth, coco_results, per_class_table
-from utils.runtime import next_run_dir, select_device
+from utils.runtime import DeviceError, next_run_dir, select_device
 from utils.train.engine import evaluate
 
 
@@ -46,6 +49,7 @@ def format_table(rows: list[dict], result: dict) -> str:
     return "\n".join(lines)
 
 
+@one_line_errors(ConfigError, DataError, WeightsError, BackendError, DeviceError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help=".pt checkpoint, export.py .onnx, or Darknet .weights with --config")

@@ -17,6 +17,7 @@ the ``.onnx`` file alone. The export is checked: ONNX Runtime's outputs against 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import inspect
 import json
@@ -27,8 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nets.weights import WeightsError
 from utils.config.load import add_config_args
-from utils.infer.backend import ONNX_METADATA_KEY, load_backend, model_metadata
+from utils.config.schema import ConfigError
+from utils.console import one_line_errors
+from utils.infer.backend import ONNX_METADATA_KEY, BackendError, load_backend, model_metadata
+from utils.train.checkpoint import ModelCard
 
 
 def write_onnx(model: torch.nn.Module, x: torch.Tensor, path: str | Path, dynamic: bool = False, opset: int = 17) -> None:
@@ -64,8 +69,8 @@ def export_onnx(weights: str | Path, output: str | Path | None = None, config: s
         model, x = model.half(), x.half()
     write_onnx(model, x, output, dynamic, opset)
     graph = onnx.load(str(output))
-    meta = model_metadata(backend.cfg, backend.class_names, backend.anchors, model)
-    meta["input_size"] = size
+    card = dataclasses.replace(ModelCard.of(backend.cfg, backend.class_names, backend.anchors), input_size=size)
+    meta = model_metadata(card, model)
     entry = graph.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)
     onnx.checker.check_model(graph)
@@ -85,6 +90,7 @@ def check_against_pytorch(weights: str | Path, onnx_path: Path, config=None, ove
     return max(float(np.abs(p.float().numpy() - q.numpy()).max()) for p, q in zip(a, b, strict=True))
 
 
+@one_line_errors(ConfigError, WeightsError, BackendError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help=".pt checkpoint, or Darknet .weights with --config")

@@ -29,14 +29,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nets.weights import WeightsError
 from utils.config.load import add_config_args
+from utils.config.schema import ConfigError
+from utils.console import one_line_errors
 from utils.data.augment import letterbox, unletterbox_boxes
 from utils.data.dataset import _to_tensor
 from utils.data.images import ImageReadError, read_image
-from utils.infer.backend import Backend, add_precision_arg, load_backend
+from utils.infer.backend import Backend, BackendError, add_precision_arg, load_backend
 from utils.infer.draw import draw_detections, objectness_heatmap, overlay_heatmap
 from utils.infer.postprocess import detect
-from utils.runtime import next_run_dir, select_device
+from utils.runtime import DeviceError, next_run_dir, select_device
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -283,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors(ConfigError, WeightsError, BackendError, DeviceError)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch < 1:

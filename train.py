@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from utils.config.load import add_config_args, load_config
 from utils.config.schema import ConfigError
+from utils.console import setup_logging
 from utils.data.records import DataError
 
 DEFAULT_CONFIG = "shapes.yaml"
@@ -48,11 +48,12 @@ def find_last(save_dir: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         if not args.resume:
             cfg = load_config(args.config, args.overrides)  # fails fast on a bad key, before torch loads the model code
         from nets.weights import WeightsError
+        from utils.runtime import DeviceError
         from utils.train.checkpoint import CheckpointError
         from utils.train.fit import TrainingStopped, fit
         from utils.train.resume import ResumeError, resume_config
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 resume = Path(args.resume)
             cfg = resume_config(resume, args.overrides, args.config)
         result = fit(cfg, resume)
-    except (ConfigError, DataError, WeightsError, ResumeError, CheckpointError, TrainingStopped) as e:
+    except (ConfigError, DataError, DeviceError, WeightsError, ResumeError, CheckpointError, TrainingStopped) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result))

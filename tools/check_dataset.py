@@ -16,7 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.config.files import read_classes  # noqa: E402
-from utils.config.load import add_config_args, config_from_args  # noqa: E402
+from utils.config.load import add_config_args, load_config  # noqa: E402
+from utils.config.schema import ConfigError  # noqa: E402
+from utils.console import one_line_errors  # noqa: E402
 from utils.data.records import DataError, class_counts  # noqa: E402
 from utils.data.splits import load_records  # noqa: E402
 from utils.data.synthetic import ensure_shapes  # noqa: E402
@@ -58,12 +60,13 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+@one_line_errors(ConfigError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, default="shapes.yaml")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+    cfg = load_config(args.config, args.overrides)
     try:
         result = check(cfg)
     except DataError as e:

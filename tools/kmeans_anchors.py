@@ -23,8 +23,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.config.files import read_anchors, read_classes  # noqa: E402
-from utils.config.load import add_config_args, config_from_args  # noqa: E402
-from utils.config.schema import NUM_ANCHORS  # noqa: E402
+from utils.config.load import add_config_args, load_config  # noqa: E402
+from utils.config.schema import (
+    NUM_ANCHORS,  # noqa: E402
+    ConfigError,  # noqa: E402
+)
+from utils.console import one_line_errors  # noqa: E402
 from utils.data.splits import load_records  # noqa: E402
 from utils.data.synthetic import ensure_shapes  # noqa: E402
 
@@ -78,6 +82,7 @@ def box_sizes(cfg) -> np.ndarray:
     return wh[(wh > 0).all(1)]
 
 
+@one_line_errors(ConfigError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, default="shapes.yaml")
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="anchors file to write (Darknet format)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+    cfg = load_config(args.config, args.overrides)
     k = args.k or NUM_ANCHORS[cfg.model.name]
     wh = box_sizes(cfg)
     anchors = kmeans_iou(wh, k, args.seed)

@@ -16,16 +16,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.config.files import read_classes  # noqa: E402
-from utils.config.load import add_config_args, config_from_args  # noqa: E402
+from utils.config.load import add_config_args, load_config  # noqa: E402
+from utils.config.schema import ConfigError  # noqa: E402
+from utils.console import one_line_errors  # noqa: E402
 from utils.data.synthetic import ShapesFolderError, make_shapes  # noqa: E402
 
 
+@one_line_errors(ConfigError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, default="shapes.yaml")
     args = parser.parse_args(argv)
     args.overrides = [*args.overrides, "data.synthetic=false"]  # only the shapes section is used: the splits need not match
-    cfg = config_from_args(args)
+    cfg = load_config(args.config, args.overrides)
     try:
         folder = make_shapes(Path(cfg.data.root) / cfg.shapes.name, read_classes(cfg.data.classes_path), cfg.shapes)
     except ShapesFolderError as e:

@@ -27,7 +27,7 @@ from nets.loss import YOLOLoss  # noqa: E402
 from utils.data.dataset import LetterboxDataset  # noqa: E402
 from utils.data.records import DataError  # noqa: E402
 from utils.data.splits import load_records  # noqa: E402
-from utils.train.checkpoint import load_for_inference  # noqa: E402
+from utils.infer.backend import load_model  # noqa: E402
 
 BINS = np.linspace(0.0, 1.0, 41)
 
@@ -37,7 +37,7 @@ def objectness_scores(weights: str | Path, overrides: list[str], splits: list[st
                       batch: int = 16) -> dict[str, np.ndarray]:
     """``{"positive": [P], "negative": [N]}``: the objectness probabilities of the assignment's positives and of
     its kept negatives over the validation images of the checkpoint's config (or ``splits``)."""
-    model, cfg, classes, anchors = load_for_inference(weights, overrides=overrides)
+    model, cfg, classes, anchors = load_model(weights, overrides=overrides)
     records, _ = load_records(cfg.data, splits or cfg.data.val_splits, classes)
     assigner = YOLOLoss.from_config(cfg, len(classes), anchors, model.strides, model.anchor_masks)
     ds = LetterboxDataset(records, cfg.model.input_size)

@@ -13,12 +13,16 @@ import torch
 LOGGER = logging.getLogger(__name__)
 
 
+class DeviceError(ValueError):
+    """A device that this machine does not have."""
+
+
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; a CUDA device that is not there is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: train.device = {name}, but CUDA is not available on this machine")
+        raise DeviceError(f"device {name}: CUDA is not available on this machine")
     return torch.device(name)
 
 

@@ -279,11 +279,3 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None = None)
                         help="YAML config: a path, or a name in configs/ (e.g. voc.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="override any config key, value read as YAML (e.g. loss.focal_loss=false)")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by :func:`add_config_args`; a ConfigError ends the program with its message."""
-    try:
-        return load_config(args.config, args.overrides)
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None

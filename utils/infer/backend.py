@@ -19,9 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.config.load import apply_overrides, config_from_dict, load_config
+from nets.box_coding import stride_index
+from nets.darknet import looks_like_darknet
+from nets.weights import WeightsError, load_weights
+from nets.yolo import YOLO, build_model
+from utils.config.files import read_anchors, read_classes
+from utils.config.load import load_config
 from utils.config.schema import Config
 from utils.infer.postprocess import DecodeSpec
+from utils.train.checkpoint import ModelCard, read_run
+
+
+class BackendError(ValueError):
+    """A backend that cannot be built or run as asked (precision, device, image size, ONNX Runtime)."""
+
 
 ONNX_METADATA_KEY = "yolov4"  # metadata_props entry holding the JSON description of the model
 
@@ -63,9 +74,9 @@ class Backend:
 
     def check_size(self, size: int) -> int:
         if size % 32:
-            raise SystemExit(f"error: --img-size must be a multiple of 32, got {size}")
+            raise BackendError(f"--img-size must be a multiple of 32, got {size}")
         if self.fixed_size and size != self.input_size:
-            raise SystemExit(f"error: this ONNX graph takes {self.input_size}x{self.input_size} inputs only "
+            raise BackendError(f"this ONNX graph takes {self.input_size}x{self.input_size} inputs only "
                              f"(export it with --dynamic for other sizes); got --img-size {size}")
         return size
 
@@ -78,11 +89,11 @@ def _chunks(x: np.ndarray, n: int) -> Iterator[np.ndarray]:
         yield chunk
 
 
-def model_metadata(cfg: Config, class_names: Sequence[str], anchors: Sequence[Sequence[float]], model) -> dict[str, Any]:
-    """What an exported graph needs to be used alone (stored as JSON in its metadata)."""
-    return {"model_name": model.name, "class_names": list(class_names), "anchors": [list(map(float, a)) for a in anchors],
-            "anchor_masks": [list(m) for m in model.anchor_masks], "strides": list(model.strides),
-            "input_size": cfg.model.input_size, "config": cfg.to_dict()}
+def model_metadata(card: ModelCard, model) -> dict[str, Any]:
+    """What an exported graph needs to be used alone (stored as JSON in its metadata): the card, and the
+    anchor masks and strides its decoding needs."""
+    return {**card.to_dict(), "anchor_masks": [list(m) for m in model.anchor_masks], "strides": list(model.strides)}
+
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -108,16 +119,15 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
     device = torch.device(device)
     weights = Path(weights)
     if precision not in PRECISIONS:
-        raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+        raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if weights.suffix.lower() != ".onnx":
         from utils.runtime import warn_if_bf16_emulated
-        from utils.train.checkpoint import load_for_inference
 
         if precision == "fp16" and device.type != "cuda":
-            raise SystemExit("error: fp16 inference needs a CUDA device; on the CPU use bf16")
+            raise BackendError("fp16 inference needs a CUDA device; on the CPU use bf16")
         if precision == "bf16":
             warn_if_bf16_emulated(device, "--precision bf16")
-        model, cfg, classes, anchors = load_for_inference(weights, config, overrides, device)
+        model, cfg, classes, anchors = load_model(weights, config, overrides, device)
         if fuse:
             model.fuse()
         model.to(PRECISIONS[precision])
@@ -129,31 +139,54 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
         return Backend("pytorch", cfg, classes, anchors, spec, cfg.model.input_size, device, model=model,
                        dtype=PRECISIONS[precision], channels_last=channels_last)
     if precision != "fp32":
-        raise SystemExit("error: an ONNX graph runs in the precision it was exported in (export.py --half); "
+        raise BackendError(f"an ONNX graph runs in the precision it was exported in (export.py --half); "
                          f"--precision {precision} applies to .pt and .weights files")
     if not weights.is_file():
-        raise SystemExit(f"error: weights file not found: {weights}")
+        raise WeightsError(f"weights file not found: {weights}")
     try:
         import onnxruntime as ort
     except ImportError:
-        raise SystemExit("error: running an .onnx file needs onnxruntime (pip install onnxruntime)") from None
+        raise BackendError("running an .onnx file needs onnxruntime (pip install onnxruntime)") from None
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(weights), providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable or invalid graphs
-        raise SystemExit(f"error: {weights} is not a usable ONNX graph: {e}") from None
+        raise BackendError(f"{weights} is not a usable ONNX graph: {e}") from None
     raw = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
     if raw is None:
-        raise SystemExit(f"error: {weights} has no '{ONNX_METADATA_KEY}' metadata; export it with export.py")
+        raise BackendError(f"{weights} has no '{ONNX_METADATA_KEY}' metadata; export it with export.py")
     meta = json.loads(raw)
-    cfg = load_config(config, overrides) if config else apply_overrides(config_from_dict(meta["config"], str(weights)),
-                                                                         overrides)
-    anchors = [tuple(a) for a in meta["anchors"]]
-    sxy = tuple(float(cfg.model.scale_x_y[s.bit_length() - 4]) for s in meta["strides"])
+    card = ModelCard.from_dict(meta, weights)
+    cfg = card.run_config(config, overrides, str(weights))
+    anchors = card.anchors
+    sxy = tuple(float(cfg.model.scale_x_y[stride_index(s)]) for s in meta["strides"])
     spec = DecodeSpec(tuple(anchors), tuple(tuple(m) for m in meta["anchor_masks"]), tuple(meta["strides"]), sxy)
     shape = session.get_inputs()[0].shape  # [batch, 3, height, width]; symbolic axes are strings
     fixed_batch = shape[0] if isinstance(shape[0], int) else None
     fixed_size = isinstance(shape[2], int)
     dtype = torch.float16 if "float16" in session.get_inputs()[0].type else torch.float32
-    return Backend("onnxruntime", cfg, list(meta["class_names"]), anchors, spec, int(meta["input_size"]),
+    return Backend("onnxruntime", cfg, card.class_names, anchors, spec, card.input_size,
                    torch.device("cpu"), session=session, fixed_batch=fixed_batch, fixed_size=fixed_size, dtype=dtype)
+
+
+def load_model(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
+                       device: str | torch.device = "cpu") -> tuple[YOLO, Config, list[str], list[tuple[float, float]]]:
+    """(model in eval mode, config, class names, anchors) from a ``.pt`` checkpoint, which carries them
+    all, or from Darknet ``.weights`` together with a config."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise WeightsError(f"weights file not found: {weights}")
+    if looks_like_darknet(weights) and not weights.suffix == ".pt":
+        if config is None:
+            raise WeightsError(f"{weights}: Darknet .weights carry no class names or anchors; give --config too")
+        cfg = load_config(config, overrides)
+        classes, anchors = read_classes(cfg.data.classes_path), read_anchors(cfg.model.anchors_path)
+        model = build_model(cfg.model.name, len(classes))
+        load_weights(model, weights)
+    else:
+        run = read_run(weights)
+        cfg = run.card.run_config(config, overrides, str(weights))
+        classes, anchors = run.card.class_names, run.card.anchors
+        model = build_model(run.card.model_name, len(classes))
+        model.load_state_dict(run.weights)
+    return model.to(device).eval(), cfg, classes, anchors

@@ -1,44 +1,121 @@
-"""The checkpoint: the one schema a run writes (:func:`run_checkpoint`), its durable write, and
-the RNG state it carries."""
+"""The checkpoint: one schema, written by :func:`save_run` and read by :func:`read_run`, nowhere else.
+
+A checkpoint (``last.pt``, ``best.pt``, ``epochN.pt``) is a dict of two parts:
+
+- the :class:`ModelCard`: what a trained model needs besides its weights (model name, class names,
+  anchors, input size, the run's config). An ONNX graph from export.py carries the same card in
+  its metadata, so resume, eval, predict and export all read it through :meth:`ModelCard.from_dict`;
+- the :class:`TrainingState`: weights, EMA, optimizer, AMP scaler, progress, RNG states, and the
+  row of an epoch whose evaluation a kill cut short. Only resume needs it.
+
+Files are written durably (:func:`save_checkpoint`) and read with ``weights_only=True`` through
+``nets.weights.read_checkpoint``, whose errors name the file for every way a file can be unusable.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nets.darknet import looks_like_darknet
-from nets.weights import WeightsError, checkpoint_state_dict, load_weights, read_checkpoint
-from nets.yolo import YOLO, build_model
-from utils.config.files import read_anchors, read_classes
+from nets.weights import WeightsError, checkpoint_state_dict, read_checkpoint
 from utils.config.load import apply_overrides, config_from_dict, load_config
 from utils.config.schema import Config
-from utils.runtime import unwrap
-
-RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "iteration", "best_fitness", "config", "class_names", "anchors",
-               "model_name", "rng")  # what a checkpoint must hold to be resumed (train.py writes them all)
 
 
 class CheckpointError(OSError):
     """A checkpoint could not be written; the previous file of that name is unchanged."""
 
 
-def save_run(path: Path, model, ema, optimizer, scaler, epoch: int, iteration: int, best, cfg: Config, classes, anchors,
-          epochs: int, elapsed: float, pending_row: dict | None = None) -> None:
-    save_checkpoint(path, {
-        "model": unwrap(model).state_dict(), "ema": ema.ema.state_dict() if ema is not None else {},
-        "ema_updates": ema.updates if ema is not None else 0, "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(), "epoch": epoch, "iteration": iteration, "best_fitness": list(best),
-        "epochs": epochs, "elapsed": elapsed, "config": cfg.to_dict(), "class_names": list(classes),
-        "anchors": [list(a) for a in anchors], "input_size": cfg.model.input_size, "model_name": cfg.model.name,
-        "rng": rng_state(), "pending_row": pending_row or {}})
+@dataclass
+class ModelCard:
+    """What a trained model needs besides its weights; the keys of a checkpoint and of an ONNX graph's metadata."""
+
+    model_name: str
+    class_names: list[str]
+    anchors: list[tuple[float, float]]
+    input_size: int
+    config: dict[str, Any]  # the run's config, as Config.to_dict() writes it
+
+    @classmethod
+    def of(cls, cfg: Config, class_names: Sequence[str], anchors: Sequence[Sequence[float]]) -> ModelCard:
+        return cls(cfg.model.name, list(class_names), [tuple(map(float, a)) for a in anchors], cfg.model.input_size,
+                   cfg.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "class_names": list(self.class_names),
+                "anchors": [list(a) for a in self.anchors], "input_size": self.input_size, "config": self.config}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str | Path) -> ModelCard:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+        if missing:
+            raise WeightsError(f"{source}: not a checkpoint written by train.py (no {', '.join(missing)})")
+        return cls(str(d["model_name"]), [str(n) for n in d["class_names"]], [tuple(map(float, a)) for a in d["anchors"]],
+                   int(d["input_size"]), dict(d["config"]))
+
+    def run_config(self, config: str | Path | None = None, overrides: Sequence[str] = (), source: str = "") -> Config:
+        """The config to use the model with: the file ``config`` if given, else the card's own; then ``overrides``.
+        The card's config is type-checked key by key, not validated: its file paths may belong to another machine."""
+        if config:
+            return load_config(config, overrides)
+        return apply_overrides(config_from_dict(self.config, source), overrides)
+
+
+@dataclass
+class TrainingState:
+    """What resuming a run needs besides its card (checkpoints from before a field was added read its default)."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    epoch: int  # epochs done: the run goes on with this (0-based) epoch
+    iteration: int  # optimizer iterations done (the warmup and the lr schedule count them)
+    best_fitness: tuple[float, float]  # (mAP50, -val loss) of best.pt (a list in the file)
+    rng: dict[str, Any]  # rng_state()
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)
+    ema_updates: int = 0
+    epochs: int = 0  # the planned epoch count (the time budget changes it); 0: the config's
+    elapsed: float = 0.0  # seconds trained before this save
+    pending_row: dict[str, Any] = field(default_factory=dict)  # an epoch's results row whose evaluation is still due
+
+
+STATE_REQUIRED = tuple(f.name for f in dataclasses.fields(TrainingState) if f.default is dataclasses.MISSING
+                       and f.default_factory is dataclasses.MISSING)
+
+
+@dataclass
+class RunCheckpoint:
+    card: ModelCard
+    weights: dict[str, torch.Tensor]  # the weights to evaluate: the EMA's where there is one
+    state: TrainingState | None  # read where resume=True
+
+
+def save_run(path: Path, card: ModelCard, state: TrainingState) -> Path:
+    """Write a run's checkpoint (the only place that does)."""
+    return save_checkpoint(path, {**card.to_dict(), **{f.name: getattr(state, f.name) for f in dataclasses.fields(state)}})
+
+
+def read_run(path: str | Path, resume: bool = False, mmap: bool = False) -> RunCheckpoint:
+    """Read a checkpoint written by :func:`save_run` (the only place that does); a WeightsError names the file
+    and what is wrong. ``resume``: also its TrainingState; ``mmap``: map the tensors rather than read them."""
+    ckpt = read_checkpoint(path, STATE_REQUIRED if resume else (), mmap=mmap)
+    card = ModelCard.from_dict(ckpt, path)
+    state = None
+    if resume:
+        names = {f.name for f in dataclasses.fields(TrainingState)}
+        state = TrainingState(**{k: v for k, v in ckpt.items() if k in names})
+        state.best_fitness = tuple(state.best_fitness)
+    return RunCheckpoint(card, checkpoint_state_dict(ckpt, path), state)
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
@@ -89,36 +166,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
-
-
-def load_for_inference(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
-                       device: str | torch.device = "cpu") -> tuple[YOLO, Config, list[str], list[tuple[float, float]]]:
-    """(model in eval mode, config, class names, anchors) from a ``.pt`` checkpoint, which carries them
-    all, or from Darknet ``.weights`` together with a config."""
-    weights = Path(weights)
-    if not weights.is_file():
-        raise SystemExit(f"error: weights file not found: {weights}")
-    if looks_like_darknet(weights) and not weights.suffix == ".pt":
-        if config is None:
-            raise SystemExit("error: Darknet .weights carry no class names or anchors; give --config too")
-        cfg = load_config(config, overrides)
-        classes, anchors = read_classes(cfg.data.classes_path), read_anchors(cfg.model.anchors_path)
-        model = build_model(cfg.model.name, len(classes))
-        load_weights(model, weights)
-    else:
-        try:
-            ckpt = read_checkpoint(weights)
-            state = checkpoint_state_dict(ckpt, weights)
-        except WeightsError as e:
-            raise SystemExit(f"error: {e}") from None
-        missing = [k for k in ("config", "class_names", "anchors", "model_name") if k not in ckpt]
-        if missing:
-            raise SystemExit(f"error: {weights} is a bare state dict without {', '.join(missing)}; "
-                             "evaluate a checkpoint written by train.py")
-        # the checkpoint's config is type-checked key by key; its file paths may belong to another machine
-        cfg = load_config(config, overrides) if config else apply_overrides(config_from_dict(ckpt["config"], str(weights)),
-                                                                             overrides)
-        classes, anchors = list(ckpt["class_names"]), [tuple(a) for a in ckpt["anchors"]]
-        model = build_model(ckpt["model_name"], len(classes))
-        model.load_state_dict(state)
-    return model.to(device).eval(), cfg, classes, anchors

@@ -1,12 +1,20 @@
-"""The training run (train.py calls :func:`fit`): setup, resume, the epoch loop, the time budget,
-the end of each epoch. Distributed runs start with ``torchrun``; rank 0 alone writes files, logs and evaluates."""
+"""The training run (train.py calls :func:`fit`), in the order a run happens.
+
+:func:`fit` reads as the run's outline; :class:`Run` holds what the run builds, one method per part:
+setup (ranks, device, seeds), the checkpoint to resume and its checks, data, model and optimizer,
+the state restored from the checkpoint (or a new run folder), the console summary, the epoch loop
+with its phases, the time budget, the end of each epoch (evaluation, results row, checkpoints), and
+the result. Distributed runs start with ``torchrun``; rank 0 alone writes files, logs and evaluates.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from nets.loss import YOLOLoss
-from nets.weights import load_weights, read_checkpoint
+from nets.weights import load_weights
 from nets.yolo import build_model, model_summary
 from utils.config.files import read_anchors, read_classes
 from utils.config.load import config_from_dict, save_config
@@ -26,7 +34,7 @@ from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
 from utils.infer.postprocess import DecodeSpec
 from utils.runtime import amp_dtype, dist_info, next_run_dir, seed_everything, select_device, unwrap
-from utils.train.checkpoint import RESUME_KEYS, save_run, set_rng_state
+from utils.train.checkpoint import ModelCard, TrainingState, read_run, rng_state, save_run, set_rng_state
 from utils.train.ema import ModelEMA
 from utils.train.engine import TrainingStopped, evaluate, train_one_epoch
 from utils.train.optim import build_optimizer, freeze_backbone, train_mode
@@ -38,263 +46,336 @@ LOGGER = logging.getLogger(__name__)
 
 def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None,
         return_model: bool = False) -> dict[str, Any]:
-    """Train per ``cfg``; returns the final metrics. ``resume``: a ``last.pt`` to continue from.
+    """Train per ``cfg``; returns the final metrics. ``resume``: a checkpoint to continue from.
 
     ``stop_after``: end this invocation after that many epochs, as a signal would (last.pt
     saved, the schedule still planned for all epochs); ``return_model``: put the final weights
     in the result under ``state_dict`` (both for tests and tools).
     """
-    rank, world, local_rank = dist_info()
-    main = rank == 0
-    device = select_device(cfg.train.device)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    run = Run(cfg)
+    state = run.checkpoint_to_resume(resume)
+    run.load_data()
+    run.build_model(starting_weights=state is None)
+    run.restore(state, resume)
+    run.announce()
+    try:
+        with run.stop_on_signals(), run.event_log():
+            run.train(state, stop_after)
+    finally:
+        if run.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return run.result(return_model)
 
-    ckpt = None
-    if resume is not None:
-        ckpt = read_checkpoint(resume, RESUME_KEYS)
-        changed = check_resume_changes(config_from_dict(ckpt["config"], str(resume)), cfg, resume)
-        if changed and main:
+
+class Run:
+    """One training run's parts and progress (see :func:`fit` for the order they are used in)."""
+
+    def __init__(self, cfg: Config) -> None:
+        """Ranks, device and seeds."""
+        self.cfg = cfg
+        self.rank, self.world, local_rank = dist_info()
+        self.main = self.rank == 0
+        self.device = select_device(cfg.train.device)
+        if self.world > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        self.classes = read_classes(cfg.data.classes_path)
+        self.anchors = read_anchors(cfg.model.anchors_path)
+        self.stop_signal = 0  # the signal that asked the run to stop, 0 = none
+        self.writer = None  # TensorBoard's, where it is installed
+        self.eval_seconds: list[float] = []
+        self.metrics: dict[str, Any] = {}  # the latest evaluation
+
+    # ------------------------------------------------------------------ setup
+
+    def checkpoint_to_resume(self, resume: str | Path | None) -> TrainingState | None:
+        """The training state to continue from, checked against the config: the keys --resume may change, the
+        model, the classes and the anchors."""
+        if resume is None:
+            return None
+        ckpt = read_run(resume, resume=True)
+        cfg, card = self.cfg, ckpt.card
+        changed = check_resume_changes(config_from_dict(card.config, str(resume)), cfg, resume)
+        if changed and self.main:
             print(f"resume: {', '.join(changed)} changed ({', '.join(f'{k} = {dotted(cfg, k)!r}' for k in changed)})")
-
-    classes = read_classes(cfg.data.classes_path)
-    anchors = read_anchors(cfg.model.anchors_path)
-    if ckpt is not None:
-        if ckpt["model_name"] != cfg.model.name or list(ckpt["class_names"]) != classes:
-            raise ResumeError(f"{resume} is a {ckpt['model_name']} for {len(ckpt['class_names'])} classes "
-                              f"({', '.join(ckpt['class_names'])}); the config asks for {cfg.model.name} with "
-                              f"{len(classes)} ({', '.join(classes)})")
-        if [tuple(map(float, a)) for a in ckpt["anchors"]] != [tuple(map(float, a)) for a in anchors]:
+        if card.model_name != cfg.model.name or card.class_names != self.classes:
+            raise ResumeError(f"{resume} is a {card.model_name} for {len(card.class_names)} classes "
+                              f"({', '.join(card.class_names)}); the config asks for {cfg.model.name} with "
+                              f"{len(self.classes)} ({', '.join(self.classes)})")
+        if card.anchors != [tuple(map(float, a)) for a in self.anchors]:
             raise ResumeError(f"{resume} was trained with other anchors than {cfg.model.anchors_path} holds")
-    if main:
-        made = ensure_shapes(cfg, classes)
-        if made:
-            print(f"made the synthetic shapes set in {made} (once; reused while the shapes settings stay the same)")
-    if world > 1:
-        dist.barrier()
-    train_records, _ = load_records(cfg.data, cfg.data.train_splits, classes, write_cache=main)
-    val_records, _ = load_records(cfg.data, cfg.data.val_splits, classes, write_cache=main)
+        return ckpt.state
 
-    model = build_model(cfg.model.name, len(classes), cfg.model.obj_prior, cfg.model.cls_prior)
-    if cfg.model.weights and ckpt is None:
-        load_weights(model, cfg.model.weights)
-    model.to(device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    loss_fn = YOLOLoss.from_config(cfg, len(classes), anchors, model.strides, model.anchor_masks).to(device)
-    optimizer = build_optimizer(model, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
-    dtype = amp_dtype(cfg.train.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
-    spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
+    def load_data(self) -> None:
+        """The training and validation records (the synthetic set made first where the config asks for it)."""
+        cfg = self.cfg
+        if self.main:
+            made = ensure_shapes(cfg, self.classes)
+            if made:
+                print(f"made the synthetic shapes set in {made} (once; reused while the shapes settings stay the same)")
+        if self.world > 1:
+            dist.barrier()
+        self.train_records, _ = load_records(cfg.data, cfg.data.train_splits, self.classes, write_cache=self.main)
+        self.val_records, _ = load_records(cfg.data, cfg.data.val_splits, self.classes, write_cache=self.main)
 
-    start_epoch, iteration, best, elapsed_before = 0, 0, (-1.0, -math.inf), 0.0
-    epochs = cfg.train.epochs
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema"):
-            ema.ema.load_state_dict(ckpt["ema"])
-            ema.updates = int(ckpt["ema_updates"])
-        start_epoch, iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
-        best = tuple(ckpt["best_fitness"])
-        epochs = int(ckpt.get("epochs", epochs))
-        elapsed_before = float(ckpt.get("elapsed", 0.0))
-        set_rng_state(ckpt["rng"])
-        # the rows the run keeps: those of the epochs done, less one whose evaluation a kill cut (it runs again)
-        run_dir = resume_run_dir(Path(resume), cfg, start_epoch - bool(ckpt.get("pending_row")), main)
-        if run_dir == Path(resume).parent:  # the best score may be newer in best.pt (a kill between the two saves)
-            best = max(best, best_fitness_in(run_dir / "best.pt"))
-    else:
-        run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name) if main else Path(cfg.train.save_dir)
-    if cfg.train.sync_bn and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    net = model  # the bare model; `model` below is what runs the forward (DDP-wrapped when distributed)
+    def build_model(self, starting_weights: bool) -> None:
+        """Model (from ``model.weights`` where ``starting_weights``), loss, optimizer, AMP, EMA, and the decoding
+        that evaluation uses."""
+        cfg, device = self.cfg, self.device
+        self.net = build_model(cfg.model.name, len(self.classes), cfg.model.obj_prior, cfg.model.cls_prior)
+        if cfg.model.weights and starting_weights:
+            load_weights(self.net, cfg.model.weights)
+        self.net.to(device)
+        if cfg.train.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.loss_fn = YOLOLoss.from_config(cfg, len(self.classes), self.anchors, self.net.strides,
+                                            self.net.anchor_masks).to(device)
+        self.optimizer = build_optimizer(self.net, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum,
+                                         cfg.train.weight_decay)
+        self.dtype = amp_dtype(cfg.train.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.ema = ModelEMA(self.net, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
+        self.spec = DecodeSpec.for_model(self.net, self.anchors, cfg.model.scale_x_y)
+        self.model = self.net  # what runs the forward: DDP-wrapped per phase when distributed
 
-    if main:
-        save_config(cfg, run_dir / "config.yaml")
-        counts, _ = class_counts(train_records, len(classes))
-        summary = model_summary(unwrap(model), cfg.model.input_size)
-        print(f"run: {run_dir}")
-        print(f"data: {len(train_records)} train images, {len(val_records)} val images; objects per class: "
-              + ", ".join(f"{c} {n}" for c, n in zip(classes, counts, strict=True)))
-        print(f"model: {cfg.model.name}, {summary['params']:,} parameters, {summary['gflops']:.2f} GFLOPs at "
-              f"{cfg.model.input_size}; device {device}{', world ' + str(world) if world > 1 else ''}")
+    def restore(self, state: TrainingState | None, resume: str | Path | None) -> None:
+        """Progress and weights from the checkpoint, in its folder (or a new one); a new run gets a new folder."""
+        cfg = self.cfg
+        self.epoch, self.iteration, self.best = 0, 0, (-1.0, -math.inf)
+        self.epochs, self.elapsed_before, self.start_epoch = cfg.train.epochs, 0.0, 0
+        if state is None:
+            self.run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name) if self.main else Path(cfg.train.save_dir)
+        else:
+            self.net.load_state_dict(state.model)
+            self.optimizer.load_state_dict(state.optimizer)
+            self.scaler.load_state_dict(state.scaler)
+            if self.ema is not None and state.ema:
+                self.ema.ema.load_state_dict(state.ema)
+                self.ema.updates = int(state.ema_updates)
+            self.epoch = self.start_epoch = int(state.epoch)
+            self.iteration, self.best = int(state.iteration), state.best_fitness
+            self.epochs = int(state.epochs or self.epochs)
+            self.elapsed_before = float(state.elapsed)
+            set_rng_state(state.rng)
+            # the rows the run keeps: those of the epochs done, less one whose evaluation a kill cut (it runs again)
+            self.run_dir = resume_run_dir(Path(resume), cfg, self.epoch - bool(state.pending_row), self.main)
+            if self.run_dir == Path(resume).parent:  # the best score may be newer in best.pt (a kill between the saves)
+                self.best = max(self.best, best_fitness_in(self.run_dir / "best.pt"))
+        if cfg.train.sync_bn and self.world > 1:
+            self.net = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+        self.dataset = TrainDataset(self.train_records, cfg.model.input_size, AugmentParams.from_config(cfg.data),
+                                    mosaic=cfg.data.mosaic, mixup=cfg.data.mixup, close_mosaic=cfg.data.close_mosaic,
+                                    epochs=self.epochs, seed=cfg.train.seed)
+
+    def announce(self) -> None:
+        """The run's folder, data, model and loss on the console (rank 0), and its config.yaml."""
+        if not self.main:
+            return
+        cfg, classes = self.cfg, self.classes
+        save_config(cfg, self.run_dir / "config.yaml")
+        counts, _ = class_counts(self.train_records, len(classes))
+        summary = model_summary(self.net, cfg.model.input_size)
         lf = cfg.loss
-        print("objectness: " + (f"focal (alpha {lf.focal_alpha}, gamma {lf.focal_gamma}, ratio {lf.focal_loss_ratio}, "
-                                f"normalize {lf.focal_normalize})" if lf.focal_loss else "BCE")
-              + f"; classes: {'focal' if lf.focal_cls else 'BCE'}, label smoothing {lf.label_smoothing}")
+        LOGGER.info("run: %s", self.run_dir)
+        LOGGER.info("data: %d train images, %d val images; objects per class: %s", len(self.train_records),
+                    len(self.val_records), ", ".join(f"{c} {n}" for c, n in zip(classes, counts, strict=True)))
+        LOGGER.info("model: %s, %s parameters, %.2f GFLOPs at %d; device %s%s", cfg.model.name, f"{summary['params']:,}",
+                    summary["gflops"], cfg.model.input_size, self.device, f", world {self.world}" if self.world > 1 else "")
+        LOGGER.info("objectness: %s; classes: %s, label smoothing %s",
+                    f"focal (alpha {lf.focal_alpha}, gamma {lf.focal_gamma}, ratio {lf.focal_loss_ratio}, normalize "
+                    f"{lf.focal_normalize})" if lf.focal_loss else "BCE", "focal" if lf.focal_cls else "BCE",
+                    lf.label_smoothing)
+        phases = {"train.batch_size": cfg.train.batch_size} if cfg.train.freeze_epochs < self.epochs else {}
+        if cfg.train.freeze_epochs:
+            phases["train.freeze_batch_size"] = cfg.train.freeze_batch_size
+        for key, b in phases.items():
+            if len(self.dataset) < b * self.world:  # the loader keeps the one partial batch (build_train_loader)
+                LOGGER.warning("the training split has %d images, fewer than one batch of %d (%s): each epoch of that "
+                               "phase is one step of %d images", len(self.dataset), b * self.world, key, len(self.dataset))
 
-    dataset = TrainDataset(train_records, cfg.model.input_size, AugmentParams.from_config(cfg.data),
-                           mosaic=cfg.data.mosaic, mixup=cfg.data.mixup, close_mosaic=cfg.data.close_mosaic,
-                           epochs=epochs, seed=cfg.train.seed)
-    phases = {"train.batch_size": cfg.train.batch_size} if cfg.train.freeze_epochs < epochs else {}
-    if cfg.train.freeze_epochs:
-        phases["train.freeze_batch_size"] = cfg.train.freeze_batch_size
-    for key, b in phases.items():
-        if main and len(dataset) < b * world:  # the loader keeps the one partial batch (utils.data.dataset.build_train_loader)
-            LOGGER.warning("the training split has %d images, fewer than one batch of %d (%s): each epoch of that "
-                           "phase is one step of %d images", len(dataset), b * world, key, len(dataset))
-    stop: dict[str, Any] = {"asked": 0}  # the signal that asked the run to stop, 0 = none
+    @contextlib.contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM end the run after the current iteration, with last.pt saved."""
 
-    def on_signal(signum, _frame) -> None:
-        stop["asked"] = signum
-        LOGGER.warning("signal %d: finishing the current iteration and saving last.pt", signum)
-        if hasattr(signal, "SIGCHLD") and "sigchld" not in stop:
-            # a process group's SIGTERM also ends the DataLoader's workers, and PyTorch's SIGCHLD handler would raise
-            # in the middle of the step (even between the optimizer's updates): from now on their end is expected
-            stop["sigchld"] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        def on_signal(signum, _frame) -> None:
+            self.stop_signal = signum
+            LOGGER.warning("signal %d: finishing the current iteration and saving last.pt", signum)
+            if hasattr(signal, "SIGCHLD") and not sigchld:
+                # a process group's SIGTERM also ends the DataLoader's workers, and PyTorch's SIGCHLD handler would
+                # raise in the middle of the step (even between the optimizer's updates): now their end is expected
+                sigchld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
 
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    writer = None
-    if main:
+        sigchld: list = []  # PyTorch's SIGCHLD handler, once a stop has switched it off
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if sigchld:
+                signal.signal(signal.SIGCHLD, sigchld[0])
 
-            writer = SummaryWriter(str(run_dir))
-        except ImportError:
-            LOGGER.debug("tensorboard is not installed; no event files")
+    @contextlib.contextmanager
+    def event_log(self) -> Iterator[None]:
+        """TensorBoard's event file in the run folder (rank 0, where tensorboard is installed)."""
+        if self.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-    t_start = time.time()
+                self.writer = SummaryWriter(str(self.run_dir))
+            except ImportError:
+                LOGGER.debug("tensorboard is not installed; no event files")
+        try:
+            yield
+        finally:
+            if self.writer is not None:
+                self.writer.close()
 
-    def save(name: str, next_epoch: int, pending_row: dict | None = None) -> None:  # the state now, resuming at next_epoch
-        save_run(run_dir / name, model, ema, optimizer, scaler, next_epoch, iteration, best, cfg, classes, anchors, epochs,
-              elapsed_before + time.time() - t_start, pending_row)
+    # ------------------------------------------------------------------ the epochs
 
-    eval_seconds: list[float] = []
-    result: dict[str, Any] = {}
+    def train(self, state: TrainingState | None, stop_after: int | None) -> None:
+        """The epoch loop, from an evaluation a kill cut short (if any) to the last epoch or a stop."""
+        self.t_start = time.time()
+        try:
+            if self.main and state is not None and state.pending_row:  # stopped in the middle of an epoch's evaluation
+                self.end_epoch(self.epoch, dict(state.pending_row), evaluate_now=True)
+            while self.epoch < self.epochs:
+                t_epoch = time.time()
+                out = self.train_epoch()
+                if out["stopped"]:  # resumed, the epoch starts again from its first iteration
+                    if self.main:
+                        self.save("last.pt", self.epoch)
+                    break
+                self.iteration += out["iterations"]
+                last = self.fit_to_time_budget()
+                row = {"epoch": self.epoch + 1, "lr": out["lr"], **{f"train_{k}": v for k, v in out["loss"].items()},
+                       "num_pos": out["num_pos"], "collisions": out["collisions"], "bad_steps": out["bad_steps"],
+                       "seconds": round(time.time() - t_epoch, 1)}
+                if self.main:
+                    self.end_epoch(self.epoch + 1, row, (self.epoch + 1) % self.cfg.train.eval_period == 0 or last)
+                if self.world > 1:
+                    dist.barrier()
+                self.epoch += 1
+                done_here = self.epoch - self.start_epoch
+                if self.stop_signal or (stop_after is not None and done_here >= stop_after and self.epoch < self.epochs):
+                    break
+            if self.main and self.epoch >= self.epochs and not self.metrics and not self.stop_signal:
+                self.metrics = self.evaluate()  # resumed from a run that had finished its epochs: evaluated again
+        except TrainingStopped as e:
+            if self.main:
+                self.save("last.pt", self.epoch)
+            raise TrainingStopped(f"{e}; saved {self.run_dir / 'last.pt'}") from None
 
-    def end_epoch(n: int, row: dict[str, Any], evaluate_now: bool) -> None:
+    def train_epoch(self) -> dict[str, Any]:
+        """One epoch in its phase (backbone frozen or not, with that phase's batch size, lr and accumulation)."""
+        cfg, epoch, world = self.cfg, self.epoch, self.world
+        frozen = epoch < cfg.train.freeze_epochs
+        batch = cfg.train.freeze_batch_size if frozen else cfg.train.batch_size
+        loader = build_train_loader(self.dataset, batch, cfg.data.workers, cfg.train.seed + epoch, self.rank, world)
+        if world > 1:
+            loader.sampler.set_epoch(epoch)
+        self.dataset.epochs = self.epochs
+        self.dataset.set_epoch(epoch)
+        if world > 1 and (epoch == self.start_epoch or frozen != (epoch - 1 < cfg.train.freeze_epochs)):
+            # DDP hooks the parameters that need gradients when it is built: rebuild it per phase
+            freeze_backbone(self.net, frozen)
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device] if self.device.type == "cuda" else None)
+        freeze_backbone(self.net, frozen)
+        train_mode(self.model, frozen)
+        accumulate = max(round(cfg.train.nominal_batch / (batch * world)), 1) if cfg.train.accumulate else 1
+        base_lr = cfg.train.lr if cfg.train.accumulate else cfg.train.lr * batch * world / cfg.train.nominal_batch
+        return train_one_epoch(self.model, self.loss_fn, loader, self.optimizer, self.device, cfg=cfg, epoch=epoch,
+                               epochs=self.epochs, base_lr=base_lr, warmup_iters=round(cfg.train.warmup_epochs * len(loader)),
+                               start_iter=self.iteration, accumulate=accumulate, ema=self.ema, scaler=self.scaler,
+                               dtype=self.dtype, stop_requested=lambda: bool(self.stop_signal), show=self.main, world=world)
+
+    def fit_to_time_budget(self) -> bool:
+        """With ``train.time_limit``, the epoch count that fits the budget, from the time epochs and evaluations
+        took so far (at most 10x the configured count); whether the epoch just trained is the last."""
+        cfg, done = self.cfg, self.epoch + 1
+        if cfg.train.time_limit and done != self.epochs:
+            per_epoch = (time.time() - self.t_start) / (done - self.start_epoch)
+            per_eval = (sum(self.eval_seconds) / len(self.eval_seconds)) if self.eval_seconds else per_epoch * 0.2
+            left = cfg.train.time_limit * 60 - self.elapsed() - per_eval
+            new_epochs = max(done, min(done + int(left // (per_epoch + per_eval / cfg.train.eval_period)),
+                                       10 * cfg.train.epochs))
+            if new_epochs != self.epochs and self.main:
+                print(f"time limit {cfg.train.time_limit} min: {new_epochs} epochs instead of {self.epochs}")
+            self.epochs = new_epochs
+        return done == self.epochs
+
+    def end_epoch(self, n: int, row: dict[str, Any], evaluate_now: bool) -> None:
         """Epoch ``n`` (1-based) has trained (rank 0): its evaluation when due, its row, best.pt, last.pt, epochN.pt."""
-        nonlocal best, result
         if evaluate_now:  # the epoch's training is safe before evaluation starts; resumed, the evaluation runs then
-            save("last.pt", n, pending_row=row)
+            self.save("last.pt", n, pending_row=row)
             t_eval = time.time()
             try:
-                result = _evaluate(ema.ema if ema is not None else unwrap(model), val_records, classes, spec, cfg,
-                                   device, loss_fn)
+                self.metrics = self.evaluate()
             except RuntimeError:
-                if not stop["asked"]:
+                if not self.stop_signal:
                     raise
                 return  # the stop's signal also ended the evaluation's loader workers; resumed, it runs again
-            eval_seconds.append(time.time() - t_eval)
-            row.update({f"val_{k}": v for k, v in result["val_loss"].items()}, map50=result["map50"],
-                       map50_07=result["map50_07"], map50_95=result["map50_95"],
-                       seconds=round(row["seconds"] + eval_seconds[-1], 1))
-            fitness = (result["map50"], -sum(result["val_loss"].values()))
-            print(f"epoch {n}: mAP50 {result['map50']:.4f} (07: {result['map50_07']:.4f}), "
-                  f"mAP50-95 {result['map50_95']:.4f}, val loss {sum(result['val_loss'].values()):.4f}")
-            if fitness > best:
-                best = fitness
-                save("best.pt", n)
-        append_row(run_dir / "results.csv", row)
-        if writer is not None:
+            self.eval_seconds.append(time.time() - t_eval)
+            m, val_loss = self.metrics, sum(self.metrics["val_loss"].values())
+            row.update({f"val_{k}": v for k, v in m["val_loss"].items()}, map50=m["map50"], map50_07=m["map50_07"],
+                       map50_95=m["map50_95"], seconds=round(row["seconds"] + self.eval_seconds[-1], 1))
+            print(f"epoch {n}: mAP50 {m['map50']:.4f} (07: {m['map50_07']:.4f}), mAP50-95 {m['map50_95']:.4f}, "
+                  f"val loss {val_loss:.4f}")
+            if (m["map50"], -val_loss) > self.best:
+                self.best = (m["map50"], -val_loss)
+                self.save("best.pt", n)
+        append_row(self.run_dir / "results.csv", row)
+        if self.writer is not None:
             for k, v in row.items():
                 if k != "epoch" and v is not None:
-                    writer.add_scalar(k, v, n)
-        save("last.pt", n)
-        if cfg.train.save_period and n % cfg.train.save_period == 0:
-            save(f"epoch{n}.pt", n)
+                    self.writer.add_scalar(k, v, n)
+        self.save("last.pt", n)
+        if self.cfg.train.save_period and n % self.cfg.train.save_period == 0:
+            self.save(f"epoch{n}.pt", n)
 
-    if main and ckpt is not None and ckpt.get("pending_row"):  # stopped in the middle of an epoch's evaluation
-        end_epoch(start_epoch, dict(ckpt["pending_row"]), True)
-    epoch = start_epoch
-    try:
-        while epoch < epochs:
-            t_epoch = time.time()
-            frozen = epoch < cfg.train.freeze_epochs
-            batch = cfg.train.freeze_batch_size if frozen else cfg.train.batch_size
-            loader = build_train_loader(dataset, batch, cfg.data.workers, cfg.train.seed + epoch, rank, world)
-            if world > 1:
-                loader.sampler.set_epoch(epoch)
-            dataset.epochs = epochs
-            dataset.set_epoch(epoch)
-            if world > 1 and (epoch == start_epoch or frozen != (epoch - 1 < cfg.train.freeze_epochs)):
-                # DDP hooks the parameters that need gradients when it is built: rebuild it per phase
-                freeze_backbone(net, frozen)
-                model = torch.nn.parallel.DistributedDataParallel(
-                    net, device_ids=[device] if device.type == "cuda" else None)
-            freeze_backbone(net, frozen)
-            train_mode(model, frozen)
-            accumulate = max(round(cfg.train.nominal_batch / (batch * world)), 1) if cfg.train.accumulate else 1
-            base_lr = cfg.train.lr if cfg.train.accumulate else cfg.train.lr * batch * world / cfg.train.nominal_batch
-            warmup_iters = round(cfg.train.warmup_epochs * len(loader))
-            out = train_one_epoch(model, loss_fn, loader, optimizer, device, cfg=cfg, epoch=epoch, epochs=epochs,
-                                  base_lr=base_lr, warmup_iters=warmup_iters, start_iter=iteration,
-                                  accumulate=accumulate, ema=ema, scaler=scaler, dtype=dtype,
-                                  stop_requested=lambda: bool(stop["asked"]), show=main, world=world)
-            if out["stopped"]:  # resumed, the epoch starts again from its first iteration
-                if main:
-                    save("last.pt", epoch)
-                break
-            iteration += out["iterations"]
-            elapsed = elapsed_before + time.time() - t_start
-            last = epoch + 1 == epochs
-            if cfg.train.time_limit and not last:  # fit the epoch count to the budget
-                per_epoch = (time.time() - t_start) / (epoch + 1 - start_epoch)
-                per_eval = (sum(eval_seconds) / len(eval_seconds)) if eval_seconds else per_epoch * 0.2
-                left = cfg.train.time_limit * 60 - elapsed - per_eval
-                new_epochs = max(epoch + 1, min(epoch + 1 + int(left // (per_epoch + per_eval / cfg.train.eval_period)),
-                                               10 * cfg.train.epochs))
-                if new_epochs != epochs and main:
-                    print(f"time limit {cfg.train.time_limit} min: {new_epochs} epochs instead of {epochs}")
-                epochs = new_epochs
-                last = epoch + 1 == epochs
-            row = {"epoch": epoch + 1, "lr": out["lr"], **{f"train_{k}": v for k, v in out["loss"].items()},
-                   "num_pos": out["num_pos"], "collisions": out["collisions"], "bad_steps": out["bad_steps"],
-                   "seconds": round(time.time() - t_epoch, 1)}
-            if main:
-                end_epoch(epoch + 1, row, (epoch + 1) % cfg.train.eval_period == 0 or last)
-            if world > 1:
-                dist.barrier()
-            epoch += 1
-            if stop["asked"] or (stop_after is not None and epoch - start_epoch >= stop_after and epoch < epochs):
-                break
-        if main and epoch >= epochs and not result and not stop["asked"]:
-            # resumed from a run that had finished its epochs: its final weights are evaluated again
-            result = _evaluate(ema.ema if ema is not None else unwrap(model), val_records, classes, spec, cfg, device,
-                               loss_fn)
-    except TrainingStopped as e:
-        if main:
-            save("last.pt", epoch)
-        raise TrainingStopped(f"{e}; saved {run_dir / 'last.pt'}") from None
-    finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-        if stop.get("sigchld") is not None:
-            signal.signal(signal.SIGCHLD, stop["sigchld"])
-        if writer is not None:
-            writer.close()
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-    if main and (run_dir / "results.csv").is_file():
-        from utils.plots import plot_results
+    def evaluate(self) -> dict[str, Any]:
+        """The EMA weights evaluated on the validation split, with the global RNGs left as they were: a run
+        resumed from the last.pt saved before an evaluation continues exactly as the straight run did."""
+        model = self.ema.ema if self.ema is not None else unwrap(self.model)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return evaluate(model, self.val_records, len(self.classes), self.spec, self.cfg.model.input_size,
+                            self.cfg.eval, self.device, self.cfg.data.workers, self.loss_fn)
 
-        plot_results(run_dir / "results.csv", run_dir / "results.png")
-    if stop["asked"] and main:
-        print(f"stopped by signal {stop['asked']}; saved {run_dir / 'last.pt'} (continue with --resume)")
-    final = {"run_dir": str(run_dir), "epochs": epoch, "best_map50": best[0],
-             "seconds": round(elapsed_before + time.time() - t_start, 1), "stopped": bool(stop["asked"]),
-             "signal": stop["asked"] or None}
-    if result:
-        final.update(map50=result["map50"], map50_07=result["map50_07"], map50_95=result["map50_95"],
-                     classes=list(classes), train_objects=[int(n) for n in class_counts(train_records, len(classes))[0]],
-                     ap50_per_class=[float(v) for v in result["voc"]["ap"]])
-    if return_model:
-        final["state_dict"] = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
-    return final
+    def elapsed(self) -> float:
+        """Seconds trained, over all the invocations of this run."""
+        return self.elapsed_before + time.time() - self.t_start
 
+    def save(self, name: str, next_epoch: int, pending_row: dict | None = None) -> None:
+        """The run's state now, to resume with the (0-based) epoch ``next_epoch``, as ``run_dir / name``."""
+        ema = self.ema
+        state = TrainingState(
+            model=unwrap(self.model).state_dict(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
+            epoch=next_epoch, iteration=self.iteration, best_fitness=list(self.best), rng=rng_state(),
+            ema=ema.ema.state_dict() if ema is not None else {}, ema_updates=ema.updates if ema is not None else 0,
+            epochs=self.epochs, elapsed=self.elapsed(), pending_row=pending_row or {})
+        save_run(self.run_dir / name, ModelCard.of(self.cfg, self.classes, self.anchors), state)
 
-def _evaluate(model, records, classes, spec, cfg: Config, device, loss_fn) -> dict[str, Any]:
-    """The epoch's evaluation, with the global RNGs left as they were: a run resumed from the last.pt
-    saved before an evaluation continues exactly as the straight run, which went through it."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return evaluate(model, records, len(classes), spec, cfg.model.input_size, cfg.eval, device, cfg.data.workers,
-                        loss_fn)
+    # ------------------------------------------------------------------ the end
 
+    def result(self, return_model: bool) -> dict[str, Any]:
+        """results.png, and the run's result: its folder, epochs, time, whether a signal stopped it, final metrics."""
+        if self.main and (self.run_dir / "results.csv").is_file():
+            from utils.plots import plot_results
 
+            plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
+        if self.stop_signal and self.main:
+            print(f"stopped by signal {self.stop_signal}; saved {self.run_dir / 'last.pt'} (continue with --resume)")
+        final = {"run_dir": str(self.run_dir), "epochs": self.epoch, "best_map50": self.best[0],
+                 "seconds": round(self.elapsed(), 1), "stopped": bool(self.stop_signal), "signal": self.stop_signal or None}
+        if self.metrics:
+            m = self.metrics
+            final.update(map50=m["map50"], map50_07=m["map50_07"], map50_95=m["map50_95"], classes=list(self.classes),
+                         train_objects=[int(n) for n in class_counts(self.train_records, len(self.classes))[0]],
+                         ap50_per_class=[float(v) for v in m["voc"]["ap"]])
+        if return_model:
+            final["state_dict"] = {k: v.detach().cpu().clone() for k, v in unwrap(self.model).state_dict().items()}
+        return final

@@ -6,16 +6,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nets.weights import WeightsError, read_checkpoint
+from nets.weights import WeightsError
 from utils.config.load import config_from_dict
 from utils.config.schema import Config, all_keys
 from utils.runtime import next_run_dir
-from utils.train.checkpoint import RESUME_KEYS
+from utils.train.checkpoint import read_run
 from utils.train.results import keep_rows
 
 
 class ResumeError(ValueError):
     """A checkpoint that cannot be resumed as asked; the message names the file and the reason."""
+
 
 # What --resume may change: where the files are and what machine runs the rest, never what the run computes.
 # train.time_limit only upward (an extension); everything else would make the resumed run another experiment.
@@ -47,7 +48,7 @@ def resume_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     which must describe the same run) with ``overrides`` applied, checked by :func:`check_resume_changes`."""
     from utils.config.load import apply_overrides, load_config, validate
 
-    saved = config_from_dict(read_checkpoint(path, RESUME_KEYS, mmap=True)["config"], str(path))
+    saved = config_from_dict(read_run(path, resume=True, mmap=True).card.config, str(path))
     cfg = load_config(config, overrides) if config else validate(apply_overrides(config_from_dict(saved.to_dict()), overrides))
     check_resume_changes(saved, cfg, path)
     return cfg
@@ -56,7 +57,7 @@ def resume_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 def best_fitness_in(path: Path) -> tuple[float, float]:
     """The best score recorded in a run's best.pt, or (-1, -inf) where there is none to read."""
     try:
-        return tuple(read_checkpoint(path, ("best_fitness",), mmap=True)["best_fitness"])
+        return read_run(path, resume=True, mmap=True).state.best_fitness
     except WeightsError:
         return (-1.0, -math.inf)
 
