@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torchvision import ops
 
-from utils.boxes import bbox_iou, shape_iou, xywh_to_xyxy, xyxy_to_xywh
+from utils.boxes import bbox_iou, box_iou_np, coco_iou_np, shape_iou, shape_iou_np, xywh_to_xyxy, xyxy_to_xywh
 
 
 def random_boxes(n: int, seed: int) -> torch.Tensor:
@@ -74,3 +75,23 @@ def test_format_round_trip() -> None:
     boxes = random_boxes(10, 5)
     torch.testing.assert_close(xywh_to_xyxy(xyxy_to_xywh(boxes)), boxes)
     torch.testing.assert_close(xyxy_to_xywh(torch.tensor([[1.0, 2, 5, 10]])), torch.tensor([[3.0, 6, 4, 8]]))
+
+
+def test_the_numpy_forms_match_torchvision_and_the_torch_forms() -> None:
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(7, 2, generator=g) * 50
+    a = torch.cat([xy, xy + 1 + torch.rand(7, 2, generator=g) * 30], 1).double()
+    shift, grow = torch.rand(5, 2, generator=g).double() * 6, torch.rand(5, 2, generator=g).double() * 6
+    b = a[torch.randperm(7, generator=g)[:5]] + torch.cat([shift, shift + grow], 1)  # overlapping, valid boxes
+    np.testing.assert_allclose(box_iou_np(a.numpy()[:, None], b.numpy()[None]), ops.box_iou(a, b).numpy(), rtol=1e-12)
+    wh_a, wh_b = a[:, 2:] - a[:, :2], b[:, 2:] - b[:, :2]
+    np.testing.assert_allclose(shape_iou_np(wh_a.numpy(), wh_b.numpy()), shape_iou(wh_a, wh_b).numpy(), rtol=1e-12)
+    # pycocotools' form takes xywh; without crowd boxes it is the plain IoU, against a crowd box the union is the
+    # detection's area: a 10 x 10 detection half inside a 10 x 20 crowd box -> 50 / 100
+    crowd = np.zeros(5, bool)
+    corner = ops.box_convert(a, "xyxy", "xywh").numpy(), ops.box_convert(b, "xyxy", "xywh").numpy()  # COCO: x, y, w, h
+    np.testing.assert_allclose(coco_iou_np(*corner, crowd),
+                               ops.box_iou(a, b).numpy(), rtol=1e-12)
+    d, c = np.array([[0.0, 0, 10, 10]]), np.array([[5.0, 0, 10, 20]])
+    assert coco_iou_np(d, c, np.array([True]))[0, 0] == pytest.approx(0.5)
+    assert coco_iou_np(d, c, np.array([False]))[0, 0] == pytest.approx(50 / 250)

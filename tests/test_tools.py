@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tools import check_dataset, kmeans_anchors, make_shapes
-from tools.kmeans_anchors import anchor_fitness, kmeans_iou, shape_iou_np
+from tools.kmeans_anchors import anchor_fitness, kmeans_iou
+from utils.boxes import shape_iou_np
 
 SMALL = ["shapes.num_train=30", "shapes.num_val=6", "shapes.num_test=0"]
 

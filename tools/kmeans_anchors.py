@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.boxes import shape_iou_np  # noqa: E402
 from utils.config.files import read_anchors, read_classes  # noqa: E402
 from utils.config.load import add_config_args, load_config  # noqa: E402
 from utils.config.schema import (
@@ -31,12 +32,6 @@ from utils.config.schema import (
 from utils.console import one_line_errors  # noqa: E402
 from utils.data.splits import load_records  # noqa: E402
 from utils.data.synthetic import ensure_shapes  # noqa: E402
-
-
-def shape_iou_np(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """IoU of ``wh [N, 2]`` and ``anchors [K, 2]`` on a common centre -> ``[N, K]``."""
-    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
-    return inter / (wh[:, None].prod(2) + anchors[None].prod(2) - inter)
 
 
 def anchor_fitness(wh: np.ndarray, anchors: np.ndarray, bpr_iou: float = 0.5) -> tuple[float, float]:

@@ -4,12 +4,17 @@ Boxes are ``(x1, y1, x2, y2)`` in pixels unless a name says otherwise. Pairwise 
 two box sets is :func:`torchvision.ops.box_iou`; :func:`bbox_iou` is the element-wise,
 broadcasting form with the GIoU / DIoU / CIoU variants used by the loss (tested against
 ``torchvision.ops.generalized_box_iou`` / ``distance_box_iou`` / ``complete_box_iou``).
+:func:`shape_iou` compares box sizes on a common centre (anchors). The numpy forms serve the
+evaluation and the anchor tool: :func:`box_iou_np` (VOC matching), :func:`coco_iou_np`
+(pycocotools' definition, crowd boxes included, which the fast COCO evaluation must equal) and
+:func:`shape_iou_np`.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torchvision.ops import box_convert, box_iou
 
@@ -70,3 +75,35 @@ def shape_iou(wh1: torch.Tensor, wh2: torch.Tensor) -> torch.Tensor:
     area1 = wh1[:, 0] * wh1[:, 1]  # [N]
     area2 = wh2[:, 0] * wh2[:, 1]  # [K]
     return inter / (area1[:, None] + area2[None, :] - inter)
+
+
+# --------------------------------------------------------------------------- numpy (evaluation, anchors)
+
+
+def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes ``a [..., 4]`` and ``b [..., 4]``, broadcast (numpy)."""
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
+    return inter / np.maximum(union, np.finfo(np.float64).tiny)
+
+
+def coco_iou_np(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """pycocotools' box IoU (maskUtils.iou): ``d [..., D, 4]``, ``g [..., G, 4]`` xywh -> ``[..., D, G]``;
+    against a crowd box the union is the detection's area."""
+    dx1, dy1, dw, dh = (d[..., :, None, k] for k in range(4))
+    gx1, gy1, gw, gh = (g[..., None, :, k] for k in range(4))
+    w = np.minimum(dx1 + dw, gx1 + gw) - np.maximum(dx1, gx1)
+    h = np.minimum(dy1 + dh, gy1 + gh) - np.maximum(dy1, gy1)
+    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
+    da, ga = dw * dh, gw * gh
+    union = np.where(crowd[..., None, :], da, da + ga - inter)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(inter > 0, inter / union, 0.0)
+
+
+def shape_iou_np(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """IoU of ``wh [N, 2]`` and ``anchors [K, 2]`` on a common centre -> ``[N, K]``."""
+    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
+    return inter / (wh[:, None].prod(2) + anchors[None].prod(2) - inter)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from utils.boxes import box_iou_np, coco_iou_np
 from utils.data.records import Record
 
 COCO_IOUS = np.linspace(0.5, 0.95, 10)
@@ -43,15 +44,6 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07: bool = False) -> f
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope
     i = np.nonzero(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
-
-
-def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes ``a [..., 4]`` and ``b [..., 4]``, broadcast (numpy)."""
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
-    return inter / np.maximum(union, np.finfo(np.float64).tiny)
 
 
 def _padded(per_image: list[np.ndarray], width: int, fill: float = 0.0) -> np.ndarray:
@@ -91,7 +83,7 @@ def voc_match(dets: Sequence[np.ndarray], gts: Sequence, cls: int, iou_thr: floa
     img, det = img[order], det[order]
     gb = _padded(gt_boxes, 4, np.nan)  # [I, G, 4]; NaN padding never overlaps
     gd = _padded([d.astype(float)[:, None] for d in gt_diff], 1)[..., 0] > 0  # [I, G]
-    iou = np.nan_to_num(pairwise_iou(det[:, None, :4].astype(np.float64), gb[img]), nan=-1.0)  # [D, G]
+    iou = np.nan_to_num(box_iou_np(det[:, None, :4].astype(np.float64), gb[img]), nan=-1.0)  # [D, G]
     best = iou.argmax(1) if len(det) else np.zeros(0, int)
     ovmax = iou[np.arange(len(det)), best] if len(det) else np.zeros(0)
     hit = ovmax >= iou_thr
@@ -190,20 +182,6 @@ def coco_evaluate(dets: Sequence[np.ndarray], gts: Sequence, class_names: Sequen
 # --------------------------------------------------------------------------- COCO (fast)
 
 
-def _coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    """pycocotools' box IoU (maskUtils.iou): ``d [..., D, 4]``, ``g [..., G, 4]`` xywh -> ``[..., D, G]``;
-    against a crowd box the union is the detection's area."""
-    dx1, dy1, dw, dh = (d[..., :, None, k] for k in range(4))
-    gx1, gy1, gw, gh = (g[..., None, :, k] for k in range(4))
-    w = np.minimum(dx1 + dw, gx1 + gw) - np.maximum(dx1, gx1)
-    h = np.minimum(dy1 + dh, gy1 + gh) - np.maximum(dy1, gy1)
-    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
-    da, ga = dw * dh, gw * gh
-    union = np.where(crowd[..., None, :], da, da + ga - inter)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(inter > 0, inter / union, 0.0)
-
-
 def _coco_match(d_pair, d_rank, d_box, g_pair, g_rank, g_box, g_crowd, g_area, thr):
     """COCOeval's greedy matching for every area range: {area: (matched [N, T], matched to an ignored gt [N, T])}.
 
@@ -235,7 +213,7 @@ def _coco_match(d_pair, d_rank, d_box, g_pair, g_rank, g_box, g_crowd, g_area, t
         p_of_d = np.searchsorted(pairs, d_pair)
         dets = np.nonzero((p_of_d < len(pairs)) & (pairs[np.minimum(p_of_d, len(pairs) - 1)] == d_pair))[0]
         rows_of_d = p_of_d[dets]
-        iou = _coco_iou(d_box[dets][:, None, :], gb[rows_of_d], gc[rows_of_d])[:, 0]  # [Nb, G]
+        iou = coco_iou_np(d_box[dets][:, None, :], gb[rows_of_d], gc[rows_of_d])[:, 0]  # [Nb, G]
         dmax = int(d_rank[dets].max()) + 1
         det_at = np.full((len(pairs), dmax), -1)
         det_at[rows_of_d, d_rank[dets]] = np.arange(len(dets))
