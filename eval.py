@@ -28,7 +28,8 @@ from utils.data.records import DataError
 from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
 from utils.infer.backend import BackendError, add_precision_arg, load_backend
-from utils.metrics import coco_ground_truth, coco_results, per_class_table
+from utils.metrics.coco import coco_ground_truth, coco_results
+from utils.metrics.voc import per_class_table
 from utils.runtime import DeviceError, next_run_dir, select_device
 from utils.train.engine import evaluate
 

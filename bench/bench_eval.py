@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit  # noqa: E402
 from utils.data.records import Record  # noqa: E402
-from utils.metrics import coco_evaluate, coco_evaluate_fast, voc_evaluate  # noqa: E402
+from utils.metrics.coco import coco_evaluate, coco_evaluate_fast  # noqa: E402
+from utils.metrics.voc import voc_evaluate  # noqa: E402
 
 
 def synthetic(n_img: int, num_classes: int, per_image: int, seed: int = 0):

@@ -1,4 +1,4 @@
-"""utils/metrics.py: VOC AP against a plain devkit loop and hand values; fast COCO AP against pycocotools."""
+"""utils/metrics/ (voc, coco): VOC AP against a plain devkit loop and hand values; fast COCO AP against pycocotools."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from utils.data.records import Record
-from utils.metrics import coco_evaluate, coco_evaluate_fast, voc_ap, voc_evaluate
+from utils.metrics.coco import coco_evaluate, coco_evaluate_fast
+from utils.metrics.voc import voc_ap, voc_evaluate
 
 
 def scene(seed: int, n_img: int = 40, num_classes: int = 5, per_image: int = 20):

@@ -15,8 +15,9 @@ from nets.loss import YOLOLoss
 from nets.yolo import build_model
 from utils.config.load import load_config
 from utils.train.ema import ModelEMA
-from utils.train.fit import TrainingStopped, fit
-from utils.train.optim import build_optimizer, freeze_backbone, lr_factor, set_lr, train_mode
+from utils.train.engine import TrainingStopped
+from utils.train.fit import fit
+from utils.train.optim import build_optimizer, epochs_in_budget, freeze_backbone, lr_factor, set_lr, train_mode
 from utils.train.resume import ResumeError
 
 TINY_RUN = ["model.input_size=64", "shapes.num_train=16", "shapes.num_val=4", "shapes.num_test=0", "shapes.width=96",
@@ -260,3 +261,11 @@ def test_two_process_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> No
     torch.manual_seed(0)
     init = build_model("yolov4-tiny", 6).state_dict()
     assert not torch.equal(a["head.convs.0.weight"], init["head.convs.0.weight"])
+
+
+def test_the_epochs_that_fit_a_time_budget() -> None:
+    # 100 s budget, 3 epochs done in 30 s, evaluations of 4 s every 2 epochs: 100 - 30 - 4 (the final one) = 66 s
+    # left, an epoch costs 10 + 4 / 2 = 12 s -> 5 more (60 s), 8 in all
+    assert epochs_in_budget(100, 30, 10, 4, 2, done=3, most=50) == 8
+    assert epochs_in_budget(100, 30, 10, 4, 2, done=3, most=6) == 6  # the cap (10x the configured epochs)
+    assert epochs_in_budget(100, 99, 10, 4, 2, done=3, most=50) == 3  # over budget: stop at what is done

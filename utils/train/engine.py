@@ -20,7 +20,8 @@ from utils.data.augment import unletterbox_boxes
 from utils.data.dataset import LetterboxDataset, collate_letterbox, worker_init
 from utils.data.records import Record
 from utils.infer.postprocess import DecodeSpec, detect
-from utils.metrics import coco_evaluate_fast, voc_evaluate
+from utils.metrics.coco import coco_evaluate_fast
+from utils.metrics.voc import voc_evaluate
 from utils.runtime import unwrap
 from utils.train.ema import ModelEMA
 from utils.train.optim import set_lr

@@ -1,10 +1,8 @@
 """The training run (train.py calls :func:`fit`), in the order a run happens.
 
-:func:`fit` reads as the run's outline; :class:`Run` holds what the run builds, one method per part:
-setup (ranks, device, seeds), the checkpoint to resume and its checks, data, model and optimizer,
-the state restored from the checkpoint (or a new run folder), the console summary, the epoch loop
-with its phases, the time budget, the end of each epoch (evaluation, results row, checkpoints), and
-the result. Distributed runs start with ``torchrun``; rank 0 alone writes files, logs and evaluates.
+:func:`fit` is the outline; :class:`Run` holds what the run builds, a method per part: setup, the
+checkpoint to resume, data, model, restored state, summary, the epoch loop, the time budget, the end
+of an epoch, the result. Distributed runs start with ``torchrun``; rank 0 alone writes and evaluates.
 """
 
 from __future__ import annotations
@@ -12,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +21,7 @@ from nets.loss import YOLOLoss
 from nets.weights import load_weights
 from nets.yolo import build_model, model_summary
 from utils.config.files import read_anchors, read_classes
-from utils.config.load import config_from_dict, save_config
+from utils.config.load import save_config
 from utils.config.schema import Config
 from utils.data.augment import AugmentParams
 from utils.data.dataset import TrainDataset, build_train_loader
@@ -37,9 +33,10 @@ from utils.runtime import amp_dtype, dist_info, next_run_dir, seed_everything, s
 from utils.train.checkpoint import ModelCard, TrainingState, read_run, rng_state, save_run, set_rng_state
 from utils.train.ema import ModelEMA
 from utils.train.engine import TrainingStopped, evaluate, train_one_epoch
-from utils.train.optim import build_optimizer, freeze_backbone, train_mode
-from utils.train.results import append_row
-from utils.train.resume import ResumeError, best_fitness_in, check_resume_changes, dotted, resume_run_dir
+from utils.train.optim import build_optimizer, epochs_in_budget, freeze_backbone, train_mode
+from utils.train.results import EpochLog
+from utils.train.resume import best_fitness_in, check_resume, dotted, resume_run_dir
+from utils.train.signals import StopSignals
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,7 +56,7 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
     run.restore(state, resume)
     run.announce()
     try:
-        with run.stop_on_signals(), run.event_log():
+        with run.stop, EpochLog(run.run_dir) if run.main else contextlib.nullcontext() as run.log:
             run.train(state, stop_after)
     finally:
         if run.world > 1 and dist.is_initialized():
@@ -84,29 +81,22 @@ class Run:
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         self.classes = read_classes(cfg.data.classes_path)
         self.anchors = read_anchors(cfg.model.anchors_path)
-        self.stop_signal = 0  # the signal that asked the run to stop, 0 = none
-        self.writer = None  # TensorBoard's, where it is installed
+        self.stop = StopSignals()  # stop.asked: the signal that asked the run to stop, 0 = none
+        self.log: EpochLog | None = None  # results.csv and TensorBoard (rank 0)
         self.eval_seconds: list[float] = []
         self.metrics: dict[str, Any] = {}  # the latest evaluation
 
     # ------------------------------------------------------------------ setup
 
     def checkpoint_to_resume(self, resume: str | Path | None) -> TrainingState | None:
-        """The training state to continue from, checked against the config: the keys --resume may change, the
-        model, the classes and the anchors."""
+        """The training state to continue from, checked against the config (resume.check_resume)."""
         if resume is None:
             return None
         ckpt = read_run(resume, resume=True)
-        cfg, card = self.cfg, ckpt.card
-        changed = check_resume_changes(config_from_dict(card.config, str(resume)), cfg, resume)
+        changed = check_resume(ckpt.card, self.cfg, self.classes, self.anchors, resume)
         if changed and self.main:
-            print(f"resume: {', '.join(changed)} changed ({', '.join(f'{k} = {dotted(cfg, k)!r}' for k in changed)})")
-        if card.model_name != cfg.model.name or card.class_names != self.classes:
-            raise ResumeError(f"{resume} is a {card.model_name} for {len(card.class_names)} classes "
-                              f"({', '.join(card.class_names)}); the config asks for {cfg.model.name} with "
-                              f"{len(self.classes)} ({', '.join(self.classes)})")
-        if card.anchors != [tuple(map(float, a)) for a in self.anchors]:
-            raise ResumeError(f"{resume} was trained with other anchors than {cfg.model.anchors_path} holds")
+            print(f"resume: {', '.join(changed)} changed "
+                  f"({', '.join(f'{k} = {dotted(self.cfg, k)!r}' for k in changed)})")
         return ckpt.state
 
     def load_data(self) -> None:
@@ -196,44 +186,6 @@ class Run:
                 LOGGER.warning("the training split has %d images, fewer than one batch of %d (%s): each epoch of that "
                                "phase is one step of %d images", len(self.dataset), b * self.world, key, len(self.dataset))
 
-    @contextlib.contextmanager
-    def stop_on_signals(self) -> Iterator[None]:
-        """SIGINT and SIGTERM end the run after the current iteration, with last.pt saved."""
-
-        def on_signal(signum, _frame) -> None:
-            self.stop_signal = signum
-            LOGGER.warning("signal %d: finishing the current iteration and saving last.pt", signum)
-            if hasattr(signal, "SIGCHLD") and not sigchld:
-                # a process group's SIGTERM also ends the DataLoader's workers, and PyTorch's SIGCHLD handler would
-                # raise in the middle of the step (even between the optimizer's updates): now their end is expected
-                sigchld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
-
-        sigchld: list = []  # PyTorch's SIGCHLD handler, once a stop has switched it off
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-            if sigchld:
-                signal.signal(signal.SIGCHLD, sigchld[0])
-
-    @contextlib.contextmanager
-    def event_log(self) -> Iterator[None]:
-        """TensorBoard's event file in the run folder (rank 0, where tensorboard is installed)."""
-        if self.main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(self.run_dir))
-            except ImportError:
-                LOGGER.debug("tensorboard is not installed; no event files")
-        try:
-            yield
-        finally:
-            if self.writer is not None:
-                self.writer.close()
-
     # ------------------------------------------------------------------ the epochs
 
     def train(self, state: TrainingState | None, stop_after: int | None) -> None:
@@ -260,9 +212,9 @@ class Run:
                     dist.barrier()
                 self.epoch += 1
                 done_here = self.epoch - self.start_epoch
-                if self.stop_signal or (stop_after is not None and done_here >= stop_after and self.epoch < self.epochs):
+                if self.stop.asked or (stop_after is not None and done_here >= stop_after and self.epoch < self.epochs):
                     break
-            if self.main and self.epoch >= self.epochs and not self.metrics and not self.stop_signal:
+            if self.main and self.epoch >= self.epochs and not self.metrics and not self.stop.asked:
                 self.metrics = self.evaluate()  # resumed from a run that had finished its epochs: evaluated again
         except TrainingStopped as e:
             if self.main:
@@ -291,7 +243,7 @@ class Run:
         return train_one_epoch(self.model, self.loss_fn, loader, self.optimizer, self.device, cfg=cfg, epoch=epoch,
                                epochs=self.epochs, base_lr=base_lr, warmup_iters=round(cfg.train.warmup_epochs * len(loader)),
                                start_iter=self.iteration, accumulate=accumulate, ema=self.ema, scaler=self.scaler,
-                               dtype=self.dtype, stop_requested=lambda: bool(self.stop_signal), show=self.main, world=world)
+                               dtype=self.dtype, stop_requested=lambda: bool(self.stop.asked), show=self.main, world=world)
 
     def fit_to_time_budget(self) -> bool:
         """With ``train.time_limit``, the epoch count that fits the budget, from the time epochs and evaluations
@@ -300,9 +252,8 @@ class Run:
         if cfg.train.time_limit and done != self.epochs:
             per_epoch = (time.time() - self.t_start) / (done - self.start_epoch)
             per_eval = (sum(self.eval_seconds) / len(self.eval_seconds)) if self.eval_seconds else per_epoch * 0.2
-            left = cfg.train.time_limit * 60 - self.elapsed() - per_eval
-            new_epochs = max(done, min(done + int(left // (per_epoch + per_eval / cfg.train.eval_period)),
-                                       10 * cfg.train.epochs))
+            new_epochs = epochs_in_budget(cfg.train.time_limit * 60, self.elapsed(), per_epoch, per_eval,
+                                          cfg.train.eval_period, done, 10 * cfg.train.epochs)
             if new_epochs != self.epochs and self.main:
                 print(f"time limit {cfg.train.time_limit} min: {new_epochs} epochs instead of {self.epochs}")
             self.epochs = new_epochs
@@ -316,7 +267,7 @@ class Run:
             try:
                 self.metrics = self.evaluate()
             except RuntimeError:
-                if not self.stop_signal:
+                if not self.stop.asked:
                     raise
                 return  # the stop's signal also ended the evaluation's loader workers; resumed, it runs again
             self.eval_seconds.append(time.time() - t_eval)
@@ -328,11 +279,7 @@ class Run:
             if (m["map50"], -val_loss) > self.best:
                 self.best = (m["map50"], -val_loss)
                 self.save("best.pt", n)
-        append_row(self.run_dir / "results.csv", row)
-        if self.writer is not None:
-            for k, v in row.items():
-                if k != "epoch" and v is not None:
-                    self.writer.add_scalar(k, v, n)
+        self.log.row(n, row)
         self.save("last.pt", n)
         if self.cfg.train.save_period and n % self.cfg.train.save_period == 0:
             self.save(f"epoch{n}.pt", n)
@@ -367,10 +314,10 @@ class Run:
             from utils.plots import plot_results
 
             plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
-        if self.stop_signal and self.main:
-            print(f"stopped by signal {self.stop_signal}; saved {self.run_dir / 'last.pt'} (continue with --resume)")
+        if self.stop.asked and self.main:
+            print(f"stopped by signal {self.stop.asked}; saved {self.run_dir / 'last.pt'} (continue with --resume)")
         final = {"run_dir": str(self.run_dir), "epochs": self.epoch, "best_map50": self.best[0],
-                 "seconds": round(self.elapsed(), 1), "stopped": bool(self.stop_signal), "signal": self.stop_signal or None}
+                 "seconds": round(self.elapsed(), 1), "stopped": bool(self.stop.asked), "signal": self.stop.asked or None}
         if self.metrics:
             m = self.metrics
             final.update(map50=m["map50"], map50_07=m["map50_07"], map50_95=m["map50_95"], classes=list(self.classes),

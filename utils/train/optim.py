@@ -1,4 +1,5 @@
-"""The optimizer, the learning-rate schedule with its warmup, and backbone freezing."""
+"""The optimizer, the learning-rate schedule with its warmup, backbone freezing, and the epoch count
+that fits a time budget."""
 
 from __future__ import annotations
 
@@ -78,3 +79,12 @@ def train_mode(model: torch.nn.Module, frozen: bool) -> None:
         for m in unwrap(model).backbone.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
+
+
+def epochs_in_budget(limit_s: float, elapsed_s: float, per_epoch_s: float, per_eval_s: float, eval_period: int,
+                     done: int, most: int) -> int:
+    """How many epochs a run with ``train.time_limit`` (``limit_s``) plans, after ``done`` of them took
+    ``elapsed_s``: the epochs whose training and share of evaluations (one every ``eval_period``) fit in what
+    is left once the final evaluation is set aside; at least ``done``, at most ``most``."""
+    left = limit_s - elapsed_s - per_eval_s
+    return max(done, min(done + int(left // (per_epoch_s + per_eval_s / eval_period)), most))

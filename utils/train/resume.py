@@ -10,7 +10,7 @@ from nets.weights import WeightsError
 from utils.config.load import config_from_dict
 from utils.config.schema import Config, all_keys
 from utils.runtime import next_run_dir
-from utils.train.checkpoint import read_run
+from utils.train.checkpoint import ModelCard, read_run
 from utils.train.results import keep_rows
 
 
@@ -40,6 +40,19 @@ def check_resume_changes(saved: Config, cfg: Config, source: str | Path) -> list
         raise ResumeError(f"--resume {source}: {what} would change what the run computes; on resume only "
                           f"{', '.join(RESUME_FREE)} may change (the time limit only upward): start a new run "
                           "for the rest")
+    return changed
+
+
+def check_resume(card: ModelCard, cfg: Config, classes: list[str], anchors, source: str | Path) -> list[str]:
+    """Whether the checkpoint ``source`` (its ``card``) can go on under ``cfg``: only the keys RESUME_FREE may
+    differ (returned), and the model, the class names and the anchors must be the run's; else a ResumeError."""
+    changed = check_resume_changes(config_from_dict(card.config, str(source)), cfg, source)
+    if card.model_name != cfg.model.name or card.class_names != classes:
+        raise ResumeError(f"{source} is a {card.model_name} for {len(card.class_names)} classes "
+                          f"({', '.join(card.class_names)}); the config asks for {cfg.model.name} with "
+                          f"{len(classes)} ({', '.join(classes)})")
+    if card.anchors != [tuple(map(float, a)) for a in anchors]:
+        raise ResumeError(f"{source} was trained with other anchors than {cfg.model.anchors_path} holds")
     return changed
 
 
