@@ -140,16 +140,16 @@ def test_last_pt_is_saved_before_the_evaluation(tmp_path: Path, monkeypatch: pyt
 def test_a_kill_after_the_row_before_the_save_leaves_no_row_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # epoch 2's row is written, then the process dies before last.pt is saved again: the last.pt on disk is the
     # one saved before epoch 2's evaluation, which runs again on resume and must not add its row a second time
-    import utils.train.fit
+    import utils.train.results
 
-    real = utils.train.fit.append_row
+    real = utils.train.results.append_row
 
     def dies_after_row_two(path, row):
         real(path, row)
         if row["epoch"] == 2:
             raise SystemExit("killed")
 
-    monkeypatch.setattr(utils.train.fit, "append_row", dies_after_row_two)
+    monkeypatch.setattr(utils.train.results, "append_row", dies_after_row_two)
     with pytest.raises(SystemExit):
         fit(tiny_cfg(tmp_path, "train.epochs=3"))
     monkeypatch.undo()

@@ -140,6 +140,26 @@ def _coco_match(d_pair, d_rank, d_box, g_pair, g_rank, g_box, g_crowd, g_area, t
 
 
 
+def _interpolated_precision(tps: np.ndarray, fps: np.ndarray, npig: int) -> np.ndarray:
+    """COCOeval's 101-point interpolated precision, per IoU threshold ``[T]``, of one class's detections in
+    score order (``tps`` / ``fps`` ``[N, T]``: true and false positives) against ``npig`` ground truths."""
+    tp_sum = np.cumsum(tps, 0).astype(float)
+    fp_sum = np.cumsum(fps, 0).astype(float)
+    q = np.zeros((tps.shape[1], len(COCO_RECALLS)))
+    for ti in range(tps.shape[1]):
+        tp, fp = tp_sum[:, ti], fp_sum[:, ti]
+        nd = len(tp)
+        if nd == 0:
+            continue
+        rc = tp / npig
+        pr = tp / (fp + tp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[::-1])[::-1]
+        idx = np.searchsorted(rc, COCO_RECALLS, side="left")
+        n = int((idx < nd).sum())  # a prefix: COCOeval stops at the first recall it cannot reach
+        q[ti, :n] = pr[idx[:n]]
+    return q.mean(1)
+
+
 def coco_evaluate_fast(dets: Sequence[np.ndarray], gts: Sequence, num_classes: int, max_det: int = 100) -> dict:
     """The numbers of :func:`coco_evaluate` without pycocotools' per-detection Python loops
     (plus ``per_class_AP50_95``, NaN for classes without ground truth).
@@ -196,23 +216,7 @@ def coco_evaluate_fast(dets: Sequence[np.ndarray], gts: Sequence, num_classes: i
             sel = np.nonzero(cls == k)[0]  # already in (image, rank) order
             o = np.argsort(-d_all[sel, 4], kind="mergesort")
             sel = sel[o]
-            tps = matched[sel] & ~det_ig[sel]
-            fps = ~matched[sel] & ~det_ig[sel]
-            tp_sum = np.cumsum(tps, 0).astype(float)
-            fp_sum = np.cumsum(fps, 0).astype(float)
-            q = np.zeros((t, len(COCO_RECALLS)))
-            for ti in range(t):
-                tp, fp = tp_sum[:, ti], fp_sum[:, ti]
-                nd = len(tp)
-                if nd == 0:
-                    continue
-                rc = tp / npig
-                pr = tp / (fp + tp + np.spacing(1))
-                pr = np.maximum.accumulate(pr[::-1])[::-1]
-                idx = np.searchsorted(rc, COCO_RECALLS, side="left")
-                n = int((idx < nd).sum())  # a prefix: COCOeval stops at the first recall it cannot reach
-                q[ti, :n] = pr[idx[:n]]
-            prec[:, k] = q.mean(1)
+            prec[:, k] = _interpolated_precision(matched[sel] & ~det_ig[sel], ~matched[sel] & ~det_ig[sel], npig)
         precision[area_name] = prec
     all_p = precision["all"]
 
