@@ -31,6 +31,29 @@ class DarknetWeightsError(ValueError):
     """A .weights file that does not fit the model."""
 
 
+@dataclass(frozen=True)
+class PublishedWeights:
+    """A Darknet file published with AlexeyAB/darknet, that a model starts from."""
+
+    model: str  # the model it belongs to
+    conv_layers: int  # the [convolutional] layers it holds, from the first
+    size: int  # its size in bytes: the 20-byte header and those layers' floats (darknet_bytes; a test checks it)
+    where: str
+
+
+# yolov4.conv.137: the first 137 layers of yolov4.cfg, which hold 92 convolutions (CSPDarknet53, SPP and the
+# PANet's top-down path up to its stride-8 output); tests/test_darknet.py computes the size from the model
+PUBLISHED = {"yolov4.conv.137": PublishedWeights(
+    "yolov4", 92, 170_038_676, "AlexeyAB/darknet's release page: "
+    "https://github.com/AlexeyAB/darknet/releases/download/darknet_yolo_v3_optimal/yolov4.conv.137")}
+
+
+def darknet_bytes(model: nn.Module, conv_layers: int | None = None) -> int:
+    """The size of a .weights file holding the model's first ``conv_layers`` convolutions (all by default)."""
+    layers = conv_order(model)[:conv_layers]
+    return 20 + 4 * sum(layer.numel() for layer in layers)
+
+
 @dataclass
 class DarknetLayer:
     """One ``[convolutional]`` layer: its conv, its BN (None for the linear output convs) and its name."""
@@ -149,6 +172,10 @@ def load_darknet(model: nn.Module, path: str | Path) -> DarknetLoadReport:
     that says how many floats were expected and found.
     """
     path = Path(path)
+    known = PUBLISHED.get(path.name)
+    if known is not None and path.stat().st_size != known.size:
+        raise DarknetWeightsError(f"{path}: {path.stat().st_size:,} bytes, but {path.name} has {known.size:,} "
+                                  f"(a download cut short?); it is published on {known.where}")
     with open(path, "rb") as fh:
         version, seen = _read_header(fh)
         header_bytes = fh.tell()

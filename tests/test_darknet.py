@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nets.darknet import DarknetWeightsError, conv_order, load_darknet, save_darknet
+from nets.darknet import PUBLISHED, DarknetWeightsError, conv_order, darknet_bytes, load_darknet, save_darknet
 from nets.weights import WeightsError, load_weights
 from nets.yolo import build_model
 from tests.test_model import TINY_CFG, YOLOV4_CFG, randomize_bn
@@ -239,3 +239,16 @@ def test_load_weights_rejects_other_files(tmp_path: Path) -> None:
     torch.save({"model": {"x": torch.zeros(2)}}, other)
     with pytest.raises(WeightsError, match="no entry matches"):
         load_weights(model, other)
+
+
+def test_the_published_backbone_size_is_its_layers(tmp_path: Path) -> None:
+    # 20-byte header + float32 of the first 92 convs, whatever the class count (the output convs come later)
+    conv137 = PUBLISHED["yolov4.conv.137"]
+    for classes in (20, 80):
+        model = build_model("yolov4", classes)
+        assert darknet_bytes(model, conv137.conv_layers) == conv137.size == 170_038_676
+        assert 20 + 4 * sum(layer.numel() for layer in conv_order(model)[:92]) == conv137.size
+    cut = tmp_path / "yolov4.conv.137"  # a download cut short
+    cut.write_bytes(np.array([0, 2, 5], np.int32).tobytes() + bytes(8) + bytes(4 * 1000))
+    with pytest.raises(DarknetWeightsError, match="4,020 bytes, but yolov4.conv.137 has 170,038,676"):
+        load_darknet(build_model("yolov4", 20), cut)

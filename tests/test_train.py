@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import time
@@ -13,6 +14,7 @@ import torch
 
 from nets.loss import YOLOLoss
 from nets.yolo import build_model
+from utils.config.files import REPO_ROOT
 from utils.config.load import load_config
 from utils.train.ema import ModelEMA
 from utils.train.engine import TrainingStopped
@@ -269,3 +271,29 @@ def test_the_epochs_that_fit_a_time_budget() -> None:
     assert epochs_in_budget(100, 30, 10, 4, 2, done=3, most=50) == 8
     assert epochs_in_budget(100, 30, 10, 4, 2, done=3, most=6) == 6  # the cap (10x the configured epochs)
     assert epochs_in_budget(100, 99, 10, 4, 2, done=3, most=50) == 3  # over budget: stop at what is done
+
+
+def test_voc_yaml_without_its_backbone_stops_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import train
+
+    weights = REPO_ROOT / "model_data" / "yolov4.conv.137"
+    extra = [] if not weights.exists() else [f"model.weights={tmp_path / 'model_data' / 'yolov4.conv.137'}"]
+    assert train.main(["--config", "voc.yaml", f"train.save_dir={tmp_path / 'runs'}", *extra]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "yolov4.conv.137: file not found" in err[0]
+    assert "170,038,676 bytes" in err[0] and "darknet_yolo_v3_optimal/yolov4.conv.137" in err[0]
+    assert "model.weights=''" in err[0]
+    assert not (tmp_path / "runs").exists()  # no run folder, no data read
+
+
+def test_a_random_backbone_is_not_frozen(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import utils.train.fit
+
+    calls = []
+    real = utils.train.fit.freeze_backbone
+    monkeypatch.setattr(utils.train.fit, "freeze_backbone", lambda model, frozen: calls.append(frozen) or real(model, frozen))
+    with caplog.at_level(logging.WARNING):
+        fit(tiny_cfg(tmp_path, "train.epochs=2", "train.freeze_epochs=1"))  # model.weights is "" in shapes.yaml
+    assert "a random backbone must not be frozen" in caplog.text
+    assert calls and not any(calls)  # epoch 1 trained the backbone too

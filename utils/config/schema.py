@@ -42,7 +42,7 @@ class ModelConfig:
     name: str = _f("yolov4", choices=MODEL_NAMES)  # architecture: yolov4 | yolov4-tiny
     input_size: int = _f(416, gt=0, multiple_of=32)  # network input side, pixels (square, multiple of 32)
     anchors_path: str = _f("model_data/yolo_anchors.txt", file=True)  # anchor (w, h) pairs in input pixels, smallest first
-    weights: str = _f("", file=True)  # weights to start from: .pt checkpoint or Darknet .weights / .conv.137; "" = none
+    weights: str = _f("")  # weights to start from: .pt or Darknet .weights / .conv.137; "" = none (checked as training starts)
     scale_x_y: list[float] = _f([1.0, 1.0, 1.0], gt=0, length=3)  # xy decode scale per stride 8/16/32 (Darknet: 1.2/1.1/1.05)
     obj_prior: float = _f(0.01, gt=0, lt=1)  # initial objectness probability of the head bias (Lin et al. 2017, 3.3)
     cls_prior: float | None = _f(None, gt=0, lt=1)  # initial class probability of the head bias; null = 1 / (num_classes + 1)

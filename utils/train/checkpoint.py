@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from nets.darknet import PUBLISHED
 from nets.weights import WeightsError, checkpoint_state_dict, read_checkpoint
+from utils.config.files import resolve_path
 from utils.config.load import apply_overrides, config_from_dict, load_config
 from utils.config.schema import Config
 
@@ -116,6 +118,18 @@ def read_run(path: str | Path, resume: bool = False, mmap: bool = False) -> RunC
         state = TrainingState(**{k: v for k, v in ckpt.items() if k in names})
         state.best_fitness = tuple(state.best_fitness)
     return RunCheckpoint(card, checkpoint_state_dict(ckpt, path), state)
+
+
+def check_start_weights(cfg: Config) -> None:
+    """``model.weights`` of a new run, before any work: where it is missing, one WeightsError that names the
+    file, where a published one comes from, its size, and how to train from scratch instead."""
+    path = cfg.model.weights
+    if not path or resolve_path(path).is_file():
+        return
+    known = PUBLISHED.get(Path(path).name)
+    origin = f" It is published on {known.where} ({known.size:,} bytes)." if known else ""
+    raise WeightsError(f"model.weights = {path}: file not found.{origin} Put it there, or train from scratch "
+                       "with model.weights='' (slower to converge; the backbone then is not frozen).")
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:

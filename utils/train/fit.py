@@ -30,7 +30,7 @@ from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
 from utils.infer.postprocess import DecodeSpec
 from utils.runtime import amp_dtype, dist_info, next_run_dir, seed_everything, select_device, unwrap
-from utils.train.checkpoint import ModelCard, TrainingState, read_run, rng_state, save_run, set_rng_state
+from utils.train.checkpoint import ModelCard, TrainingState, check_start_weights, read_run, rng_state, save_run, set_rng_state
 from utils.train.ema import ModelEMA
 from utils.train.engine import TrainingStopped, evaluate, train_one_epoch
 from utils.train.optim import build_optimizer, epochs_in_budget, freeze_backbone, train_mode
@@ -79,6 +79,11 @@ class Run:
                 torch.cuda.set_device(self.device)
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         seed_everything(cfg.train.seed, cfg.train.deterministic)
+        self.freeze_epochs = cfg.train.freeze_epochs
+        if self.freeze_epochs and not cfg.model.weights:
+            LOGGER.warning("train.freeze_epochs = %d, but model.weights is empty: a random backbone must not be frozen, "
+                           "so it trains from the first epoch", self.freeze_epochs)
+            self.freeze_epochs = 0
         self.classes = read_classes(cfg.data.classes_path)
         self.anchors = read_anchors(cfg.model.anchors_path)
         self.stop = StopSignals()  # stop.asked: the signal that asked the run to stop, 0 = none
@@ -91,6 +96,7 @@ class Run:
     def checkpoint_to_resume(self, resume: str | Path | None) -> TrainingState | None:
         """The training state to continue from, checked against the config (resume.check_resume)."""
         if resume is None:
+            check_start_weights(self.cfg)
             return None
         ckpt = read_run(resume, resume=True)
         changed = check_resume(ckpt.card, self.cfg, self.classes, self.anchors, resume)
@@ -178,8 +184,8 @@ class Run:
                     f"focal (alpha {lf.focal_alpha}, gamma {lf.focal_gamma}, ratio {lf.focal_loss_ratio}, normalize "
                     f"{lf.focal_normalize})" if lf.focal_loss else "BCE", "focal" if lf.focal_cls else "BCE",
                     lf.label_smoothing)
-        phases = {"train.batch_size": cfg.train.batch_size} if cfg.train.freeze_epochs < self.epochs else {}
-        if cfg.train.freeze_epochs:
+        phases = {"train.batch_size": cfg.train.batch_size} if self.freeze_epochs < self.epochs else {}
+        if self.freeze_epochs:
             phases["train.freeze_batch_size"] = cfg.train.freeze_batch_size
         for key, b in phases.items():
             if len(self.dataset) < b * self.world:  # the loader keeps the one partial batch (build_train_loader)
@@ -224,14 +230,14 @@ class Run:
     def train_epoch(self) -> dict[str, Any]:
         """One epoch in its phase (backbone frozen or not, with that phase's batch size, lr and accumulation)."""
         cfg, epoch, world = self.cfg, self.epoch, self.world
-        frozen = epoch < cfg.train.freeze_epochs
+        frozen = epoch < self.freeze_epochs
         batch = cfg.train.freeze_batch_size if frozen else cfg.train.batch_size
         loader = build_train_loader(self.dataset, batch, cfg.data.workers, cfg.train.seed + epoch, self.rank, world)
         if world > 1:
             loader.sampler.set_epoch(epoch)
         self.dataset.epochs = self.epochs
         self.dataset.set_epoch(epoch)
-        if world > 1 and (epoch == self.start_epoch or frozen != (epoch - 1 < cfg.train.freeze_epochs)):
+        if world > 1 and (epoch == self.start_epoch or frozen != (epoch - 1 < self.freeze_epochs)):
             # DDP hooks the parameters that need gradients when it is built: rebuild it per phase
             freeze_backbone(self.net, frozen)
             self.model = torch.nn.parallel.DistributedDataParallel(
