@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools import check_dataset, kmeans_anchors, make_shapes
+from tools import check_dataset, kmeans_anchors, make_shapes, make_splits
 from tools.kmeans_anchors import anchor_fitness, kmeans_iou
 from utils.boxes import shape_iou_np
+from utils.config.files import read_classes
+from utils.data.voc import load_voc_split
 
 SMALL = ["shapes.num_train=30", "shapes.num_val=6", "shapes.num_test=0"]
 
@@ -187,3 +189,39 @@ def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
     assert summary["high"]["positive_median"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-6)  # 0.7311
     assert summary["high"]["negative_share_above_0.5"] == 1.0 and summary["low"]["negative_share_above_0.1"] == 0.0
     assert out.stat().st_size > 5000
+
+
+def test_make_splits_from_a_folder_of_xmls_and_images(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # the shapes set made as a user's folder: its XMLs and images, without its lists, plus four bad pairs
+    assert make_shapes.main([f"data.root={tmp_path}", "shapes.name=MYDATA", "shapes.num_train=40", "shapes.num_val=10",
+                             "shapes.num_test=0"]) == 0
+    root = tmp_path / "MYDATA"
+    for p in (root / "ImageSets" / "Main").glob("*"):
+        p.unlink()
+    (root / "shapes.json").unlink()
+    ann, img = root / "Annotations", root / "JPEGImages"
+    good = sorted(p.stem for p in ann.glob("*.xml"))
+    (ann / "broken.xml").write_text("<annotation><object>")  # malformed, with an image
+    (img / "broken.jpg").write_bytes((img / f"{good[0]}.jpg").read_bytes())
+    (ann / "lonely.xml").write_text((ann / f"{good[0]}.xml").read_text())  # no image
+    (img / "orphan.jpg").write_bytes((img / f"{good[0]}.jpg").read_bytes())  # no XML
+    (ann / "cut.xml").write_text((ann / f"{good[0]}.xml").read_text())
+    (img / "cut.jpg").write_bytes((img / f"{good[0]}.jpg").read_bytes()[:300])  # a truncated JPEG
+    assert make_splits.main(["--root", str(root), "--val", "0.2", "--test", "0.1", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    lists = {s: (root / "ImageSets" / "Main" / f"{s}.txt").read_text().split() for s in make_splits.SPLITS}
+    # 50 usable: test round(5.0) = 5, val 10, train 35
+    assert {s: len(v) for s, v in lists.items()} == {"train": 35, "val": 10, "trainval": 45, "test": 5}
+    assert sorted(lists["train"] + lists["val"] + lists["test"]) == good  # disjoint, and every usable id once
+    assert sorted(lists["trainval"]) == sorted(lists["train"] + lists["val"])
+    for kind in ("malformed XML: 1", "no image: 1", "no XML: 1", "unreadable image: 1"):
+        assert f"skipped, {kind}" in out
+    # never overwritten without --force; with it, the same seed gives the same lists
+    assert make_splits.main(["--root", str(root)]) == 1
+    assert "--force replaces them" in capsys.readouterr().err
+    assert (root / "ImageSets" / "Main" / "val.txt").read_text().split() == lists["val"]
+    assert make_splits.main(["--root", str(root), "--val", "0.2", "--test", "0.1", "--seed", "3", "--force"]) == 0
+    assert (root / "ImageSets" / "Main" / "val.txt").read_text().split() == lists["val"]
+    # the lists train: the reader takes them as they are
+    records, report = load_voc_split(tmp_path, "MYDATA/train", read_classes("model_data/shapes_classes.txt"))
+    assert len(records) == 35 and not report

@@ -49,7 +49,8 @@ class EpochLog:
 
             self.writer = SummaryWriter(str(run_dir))
         except ImportError:
-            LOGGER.debug("tensorboard is not installed; no event files")
+            LOGGER.info("no TensorBoard event files: the tensorboard package is not installed (pip install tensorboard); "
+                        "results.csv and results.png have every epoch's numbers")
 
     def row(self, epoch: int, row: dict[str, Any]) -> None:
         append_row(self.csv, row)
