@@ -50,9 +50,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    format: str = _f("voc", choices=("voc", "coco"))  # annotation format of the dataset under root
-    root: str = _f("VOCdevkit")  # dataset folder: VOCdevkit for voc, the COCO folder for coco
-    train_splits: list[str] = _f(["VOC2007/trainval", "VOC2012/trainval"], nonempty=True)  # voc: YEAR/split; coco: train2017
+    format: str = _f("voc", choices=("voc", "coco", "yolo"))  # annotation format of the dataset under root
+    root: str = _f("VOCdevkit")  # dataset: VOCdevkit for voc, the COCO folder for coco, the data.yaml for yolo
+    # voc: YEAR/split (VOC2007/trainval); coco: train2017; yolo: a key of the data.yaml (train)
+    train_splits: list[str] = _f(["VOC2007/trainval", "VOC2012/trainval"], nonempty=True)  # splits to train on
     val_splits: list[str] = _f(["VOC2007/test"], nonempty=True)  # splits evaluated during training and by eval.py
     classes_path: str = _f("model_data/voc_classes.txt", file=True)  # class names, one per line, in label order
     synthetic: bool = _f(False)  # generate the synthetic shapes set under root when it is missing (demo)

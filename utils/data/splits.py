@@ -7,6 +7,7 @@ import logging
 from utils.data.coco import load_coco_split
 from utils.data.records import DataError, DataReport, Record
 from utils.data.voc import load_voc_split
+from utils.data.yolo import load_yolo_split
 
 LOGGER = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ def load_records(data_cfg, splits: list[str], class_names: list[str],
     for split in splits:
         if data_cfg.format == "coco":
             recs, rep = load_coco_split(data_cfg.root, split, class_names)
+        elif data_cfg.format == "yolo":
+            recs, rep = load_yolo_split(data_cfg.root, split, class_names)
         else:
             recs, rep = load_voc_split(data_cfg.root, split, class_names, cache=data_cfg.cache, write_cache=write_cache)
         records += recs

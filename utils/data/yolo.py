@@ -1,0 +1,128 @@
+"""Ultralytics-style YOLO datasets: a ``data.yaml`` and a ``labels/*.txt`` per image, read into records.
+
+``data.root`` names the ``data.yaml`` (or the folder that holds it)::
+
+    path: .                  # the dataset folder, relative to this file (default: the file's folder)
+    train: images/train      # a split: a folder of images, a .txt list of image paths, or a list of those
+    val: images/val
+    names: [cat, dog]        # or {0: cat, 1: dog}
+
+and a split entry of the config (``data.train_splits: [train]``) is a key of that file. Each image's
+labels are in the ``labels`` folder beside its ``images`` folder (``images/train/a.jpg`` ->
+``labels/train/a.txt``), a line ``class cx cy w h`` per object in fractions of the image's width and
+height; an image without a label file has no objects. Problems are reported as for VOC.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from utils.data.images import IMAGE_SUFFIXES, ImageReadError, probe_image
+from utils.data.records import (
+    BAD_COORDS,
+    CLIPPED_BOX,
+    EMPTY_BOX,
+    UNKNOWN_CLASS,
+    UNREADABLE_IMAGE,
+    DataError,
+    DataReport,
+    Record,
+)
+
+
+def read_data_yaml(root: str | Path) -> tuple[Path, dict]:
+    """(the dataset folder, the parsed data.yaml) of ``root``: a data.yaml, or a folder holding one."""
+    path = Path(root)
+    if path.is_dir():
+        path = path / "data.yaml"
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"data.root = {root}: cannot read the YOLO data.yaml ({e})") from None
+    if not isinstance(spec, dict) or "names" not in spec:
+        raise DataError(f"{path}: a YOLO data.yaml needs at least 'names' and the split keys (train, val)")
+    return (path.parent / str(spec.get("path") or ".")).resolve(), spec
+
+
+def _names(spec: dict) -> list[str]:
+    names = spec["names"]
+    return [str(names[k]) for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+
+
+def split_images(base: Path, entry) -> list[Path]:
+    """The images of a split entry: a folder (searched recursively), a .txt list of paths, or a list of those."""
+    if isinstance(entry, list):
+        return [p for item in entry for p in split_images(base, item)]
+    path = base / str(entry)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in IMAGE_SUFFIXES)
+    if path.suffix == ".txt" and path.is_file():
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [(base / line) if not Path(line).is_absolute() else Path(line) for line in lines]
+    raise DataError(f"YOLO split '{entry}': {path} is neither a folder of images nor a .txt list")
+
+
+def label_path(image: Path) -> Path:
+    """``.../images/<sub>/a.jpg`` -> ``.../labels/<sub>/a.txt`` (the last ``images`` folder of the path)."""
+    parts = list(image.parts)
+    last = max((i for i, part in enumerate(parts[:-1]) if part == "images"), default=None)
+    if last is None:
+        return image.with_suffix(".txt")
+    parts[last] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def parse_label_file(path: Path, w: int, h: int, num_classes: int, report: DataReport) -> tuple[list, list]:
+    """(boxes in pixels x1 y1 x2 y2, labels) of one label file; bad lines are reported and dropped."""
+    boxes, labels = [], []
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            cls, cx, cy, bw, bh = int(fields[0]), *(float(v) for v in fields[1:5])
+            if len(fields) != 5 or not all(math.isfinite(v) for v in (cx, cy, bw, bh)):
+                raise ValueError
+        except (ValueError, IndexError):
+            report.add(BAD_COORDS, f"{path.name}:{n}")
+            continue
+        if not 0 <= cls < num_classes:
+            report.add(UNKNOWN_CLASS, f"{path.name}:{n}: class {cls}")
+            continue
+        x1, y1, x2, y2 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
+        cx1, cy1, cx2, cy2 = min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)
+        if cx2 - cx1 < 1 or cy2 - cy1 < 1:
+            report.add(EMPTY_BOX, f"{path.name}:{n}")
+            continue
+        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+            report.add(CLIPPED_BOX, f"{path.name}:{n}")
+        boxes.append((cx1, cy1, cx2, cy2))
+        labels.append(cls)
+    return boxes, labels
+
+
+def load_yolo_split(root: str | Path, split: str, class_names: list[str]) -> tuple[list[Record], DataReport]:
+    """Records and problems of the split key ``split`` of the data.yaml at ``root``."""
+    base, spec = read_data_yaml(root)
+    if _names(spec) != list(class_names):
+        raise DataError(f"{root}: the data.yaml's names ({', '.join(_names(spec))}) differ from data.classes_path's "
+                        f"({', '.join(class_names)})")
+    if split not in spec:
+        raise DataError(f"{root}: no split '{split}' in the data.yaml (it has {', '.join(k for k in spec if k != 'names')})")
+    report, records = DataReport(), []
+    for image in split_images(base, spec[split]):
+        try:
+            w, h, _ = probe_image(image)
+        except ImageReadError as e:
+            report.add(UNREADABLE_IMAGE, f"{image.name}: {e}")
+            continue
+        boxes, labels = parse_label_file(label_path(image), w, h, len(class_names), report)
+        image_id = str(image.relative_to(base).with_suffix("")) if image.is_relative_to(base) else image.stem
+        records.append(Record(image_id, str(image), w, h, np.asarray(boxes, np.float32).reshape(-1, 4),
+                              np.asarray(labels, np.int64), np.zeros(len(labels), bool)))
+    return records, report
