@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,25 +28,9 @@ from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
 from utils.infer.backend import BackendError, add_precision_arg, load_backend
 from utils.metrics.coco import coco_ground_truth, coco_results
-from utils.metrics.voc import per_class_table
+from utils.metrics.voc import format_table, per_class_table
 from utils.runtime import DeviceError, next_run_dir, select_device
 from utils.train.engine import evaluate
-
-
-def format_table(rows: list[dict], result: dict) -> str:
-    def f(v: float) -> str:
-        return "   -  " if math.isnan(v) else f"{v:6.3f}"
-
-    lines = [f"{'class':<16}{'images':>7}{'objects':>8}  {'AP50-07':>7}  {'AP50':>6}  {'AP50-95':>7}"]
-    for r in rows:
-        lines.append(f"{r['class']:<16}{r['images']:>7}{r['objects']:>8}  {f(r['ap50_07']):>7}  {f(r['ap50'])}  "
-                     f"{f(r['ap50_95']):>7}")
-    lines.append(f"{'all':<16}{'':>7}{sum(r['objects'] for r in rows):>8}  {f(result['map50_07']):>7}  "
-                 f"{f(result['map50'])}  {f(result['map50_95']):>7}")
-    c = result["coco"]
-    lines.append(f"COCO-style: AP50-95 {c['AP50_95']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
-                 f"APs {c['APs']:.4f}  APm {c['APm']:.4f}  APl {c['APl']:.4f}")
-    return "\n".join(lines)
 
 
 @one_line_errors(ConfigError, DataError, WeightsError, BackendError, DeviceError)

@@ -7,7 +7,7 @@ import pytest
 
 from utils.data.records import Record
 from utils.metrics.coco import coco_evaluate, coco_evaluate_fast
-from utils.metrics.voc import voc_ap, voc_evaluate
+from utils.metrics.voc import best_f1, voc_ap, voc_evaluate
 
 
 def scene(seed: int, n_img: int = 40, num_classes: int = 5, per_image: int = 20):
@@ -148,3 +148,17 @@ def test_coco_without_any_detection() -> None:
     dets = [np.zeros((0, 6), np.float32) for _ in gts]
     assert coco_evaluate_fast(dets, gts, 5)["AP50_95"] == 0.0
     assert coco_evaluate(dets, gts, [str(i) for i in range(5)])["AP50_95"] == 0.0
+
+
+def test_p_and_r_at_the_best_mean_f1() -> None:
+    # class 0: scores 0.9 TP, 0.8 FP, 0.3 TP, 0.1 FP, 2 objects; class 1: 0.6 TP, 1 object.
+    # mean F1 by threshold t: t <= 0.1: (2/3, 1) -> 0.833; 0.1 < t <= 0.3: class 0 P 2/3 R 1 F1 0.8, class 1 F1 1
+    # -> 0.9 (the best); 0.3 < t <= 0.6: (0.5, 1) -> 0.75; above: lower. The lowest grid score above 0.1 is 0.101.
+    curves = []
+    for tp, scores, npos in (([1, 0, 1, 0], [0.9, 0.8, 0.3, 0.1], 2), ([1], [0.6], 1)):
+        tp, fp = np.cumsum(tp), np.cumsum(1 - np.array(tp))
+        curves.append((tp / npos, tp / (tp + fp), np.array(scores)))
+    out = best_f1(curves, np.array([2, 1]))
+    assert out["f1_score_thres"] == pytest.approx(0.101)
+    np.testing.assert_allclose(out["p_at_best_f1"], [2 / 3, 1.0])
+    np.testing.assert_allclose(out["r_at_best_f1"], [1.0, 1.0])

@@ -297,3 +297,17 @@ def test_a_random_backbone_is_not_frozen(tmp_path: Path, caplog: pytest.LogCaptu
         fit(tiny_cfg(tmp_path, "train.epochs=2", "train.freeze_epochs=1"))  # model.weights is "" in shapes.yaml
     assert "a random backbone must not be frozen" in caplog.text
     assert calls and not any(calls)  # epoch 1 trained the backbone too
+
+
+def test_patience_ends_a_run_that_stopped_improving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import utils.train.fit
+
+    real, scores = utils.train.fit.evaluate, iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.05])  # best at epoch 1, then worse
+    monkeypatch.setattr(utils.train.fit, "evaluate", lambda *a, **k: {**real(*a, **k), "map50": next(scores)})
+    result = fit(tiny_cfg(tmp_path, "train.epochs=6", "train.patience=2"))
+    assert result["epochs"] == 3 and result["early_stop"] and not result["stopped"]  # epochs 2 and 3 were not better
+    assert "early stop: no better fitness for 2 epochs since epoch 1 (train.patience = 2)" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert all(0 <= float(r["precision"]) <= 1 and 0 <= float(r["recall"]) <= 1 for r in rows)

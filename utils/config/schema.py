@@ -137,6 +137,7 @@ class TrainConfig:
     save_dir: str = _f("runs/train")  # parent folder of run directories (exp, exp2, ...)
     name: str = _f("exp")  # run directory name under save_dir; taken names get 2, 3, ...
     eval_period: int = _f(10, gt=0)  # evaluate every N epochs and at the end, epochs
+    patience: int = _f(0, ge=0)  # stop after N epochs without a better fitness (seen at evaluations); 0 = off
     save_period: int = _f(10, ge=0)  # keep a checkpoint every N epochs; 0 = only last and best
     max_bad_steps: int = _f(20, gt=0)  # this many non-finite losses in a row stop the run (last.pt is saved)
     time_limit: float = _f(0.0, ge=0)  # wall-clock budget, minutes: epochs and schedule are fitted to it; 0 = off

@@ -14,6 +14,7 @@ makes its detections neither.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,6 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07: bool = False) -> f
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-
 def _padded(per_image: list[np.ndarray], width: int, fill: float = 0.0) -> np.ndarray:
     """Ragged per-image rows -> ``[I, G_max, width]`` padded with ``fill``."""
     g = max([len(x) for x in per_image] + [1])
@@ -43,7 +43,6 @@ def _padded(per_image: list[np.ndarray], width: int, fill: float = 0.0) -> np.nd
     for i, x in enumerate(per_image):
         out[i, : len(x)] = np.asarray(x, np.float64).reshape(-1, width)
     return out
-
 
 
 @dataclass
@@ -60,7 +59,6 @@ class ClassPR:
         recall = tp / max(self.npos, 1)
         precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
         return recall, precision
-
 
 
 def voc_match(dets: Sequence[np.ndarray], gts: Sequence, cls: int, iou_thr: float = 0.5) -> ClassPR:
@@ -90,10 +88,10 @@ def voc_match(dets: Sequence[np.ndarray], gts: Sequence, cls: int, iou_thr: floa
     return ClassPR(first[keep].astype(float), (~first)[keep].astype(float), det[keep, 4], npos)
 
 
-
 def voc_evaluate(dets: Sequence[np.ndarray], gts: Sequence, num_classes: int, iou_thr: float = 0.5,
                  score_thr: float = 0.5) -> dict:
-    """Per-class VOC AP (07 11-point and all-point), precision / recall / F1 at ``score_thr``, and the means.
+    """Per-class VOC AP (07 11-point and all-point), precision / recall / F1 at ``score_thr`` and at the score
+    of the best mean F1 (:func:`best_f1`), and the means.
 
     Classes without ground truth get NaN and are left out of the means.
     """
@@ -116,18 +114,61 @@ def voc_evaluate(dets: Sequence[np.ndarray], gts: Sequence, num_classes: int, io
         p, r = out["precision"][c], out["recall"][c]
         out["f1"][c] = 2 * p * r / (p + r) if p + r > 0 else 0.0
     valid = out["npos"] > 0
+    out.update(best_f1(out["curves"], out["npos"]))
     out["map07"] = float(out["ap07"][valid].mean()) if valid.any() else float("nan")
     out["map"] = float(out["ap"][valid].mean()) if valid.any() else float("nan")
     return out
 
 
+F1_GRID = np.linspace(0.0, 1.0, 1001)  # score thresholds searched for the best F1
+
+
+def best_f1(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]], npos: np.ndarray) -> dict[str, Any]:
+    """The score threshold where the F1 averaged over the classes with ground truth is highest (on a 0.001
+    grid, the lowest such score), and each class's precision and recall there (as Ultralytics reports P and R).
+    ``curves``: per class (recall, precision, scores) in score order, as voc_evaluate builds them."""
+    valid = npos > 0
+    f1 = np.zeros((len(curves), len(F1_GRID)))
+    p, r = np.zeros_like(f1), np.zeros_like(f1)
+    for c, (recall, precision, scores) in enumerate(curves):
+        if not valid[c] or not len(scores):
+            continue
+        n = len(scores) - np.searchsorted(scores[::-1], F1_GRID, side="left")  # detections with score >= t
+        has = n > 0
+        p[c, has], r[c, has] = precision[n[has] - 1], recall[n[has] - 1]
+        f1[c] = np.where(p[c] + r[c] > 0, 2 * p[c] * r[c] / np.maximum(p[c] + r[c], 1e-12), 0.0)
+    k = int(f1[valid].mean(0).argmax()) if valid.any() else 0
+    nan = np.full(len(curves), np.nan)
+    return {"f1_score_thres": float(F1_GRID[k]), "p_at_best_f1": np.where(valid, p[:, k], nan),
+            "r_at_best_f1": np.where(valid, r[:, k], nan)}
+
 
 def per_class_table(result: dict, records: Sequence[Record], class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows of (class, images, objects, AP50 11-point, AP50 all-point, AP50-95)."""
+    """Rows of (class, images, objects, P and R at the best-F1 score, AP50 11-point, AP50 all-point, AP50-95)."""
     rows = []
     for c, name in enumerate(class_names):
         images = sum(1 for r in records if ((r.labels == c) & ~r.difficult).any())
         rows.append({"class": name, "images": images, "objects": int(result["voc"]["npos"][c]),
+                     "p": float(result["voc"]["p_at_best_f1"][c]), "r": float(result["voc"]["r_at_best_f1"][c]),
                      "ap50_07": float(result["voc"]["ap07"][c]), "ap50": float(result["voc"]["ap"][c]),
                      "ap50_95": float(result["coco"]["per_class_AP50_95"][c])})
     return rows
+
+
+def format_table(rows: list[dict], result: dict) -> str:
+    """The per-class table that eval.py and a run's final evaluation print; P and R at the best-F1 score."""
+
+    def f(v: float) -> str:
+        return "   -  " if math.isnan(v) else f"{v:6.3f}"
+
+    lines = [f"{'class':<16}{'images':>7}{'objects':>8}  {'P':>6}  {'R':>6}  {'AP50-07':>7}  {'AP50':>6}  {'AP50-95':>7}"]
+    for r in rows:
+        lines.append(f"{r['class']:<16}{r['images']:>7}{r['objects']:>8}  {f(r['p'])}  {f(r['r'])}  "
+                     f"{f(r['ap50_07']):>7}  {f(r['ap50'])}  {f(r['ap50_95']):>7}")
+    lines.append(f"{'all':<16}{'':>7}{sum(r['objects'] for r in rows):>8}  {f(result['precision'])}  "
+                 f"{f(result['recall'])}  {f(result['map50_07']):>7}  {f(result['map50'])}  {f(result['map50_95']):>7}")
+    c = result["coco"]
+    lines.append(f"P and R at score {result['voc']['f1_score_thres']:.3f} (the best mean F1). COCO-style: AP50-95 "
+                 f"{c['AP50_95']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  APs {c['APs']:.4f}  "
+                 f"APm {c['APm']:.4f}  APl {c['APl']:.4f}")
+    return "\n".join(lines)

@@ -89,6 +89,7 @@ class TrainingState:
     epochs: int = 0  # the planned epoch count (the time budget changes it); 0: the config's
     elapsed: float = 0.0  # seconds trained before this save
     pending_row: dict[str, Any] = field(default_factory=dict)  # an epoch's results row whose evaluation is still due
+    best_epoch: int = 0  # the (1-based) epoch of best.pt (train.patience counts from it)
 
 
 STATE_REQUIRED = tuple(f.name for f in dataclasses.fields(TrainingState) if f.default is dataclasses.MISSING

@@ -119,10 +119,12 @@ def _batches(loader, stop_requested):
 
 @torch.inference_mode()
 def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpec, input_size: int,
-             eval_cfg, device: torch.device | str = "cpu", workers: int = 0, loss_fn=None) -> dict[str, Any]:
+             eval_cfg, device: torch.device | str = "cpu", workers: int = 0, loss_fn=None,
+             progress: bool = True) -> dict[str, Any]:
     """The evaluation used by training and by eval.py: letterboxed batches, the configured NMS,
     detections mapped back to original pixels, VOC AP at ``eval_cfg.match_iou`` (all-point and
-    07 11-point) and COCO AP@[.5:.95]. With ``loss_fn`` also the validation loss terms.
+    07 11-point), P and R at the best-F1 score, and COCO AP@[.5:.95]. With ``loss_fn`` also the validation
+    loss terms. ``progress``: a progress bar over the batches.
     """
     is_module = isinstance(model, torch.nn.Module)  # else a callable such as utils.infer.backend.Backend
     was_training = is_module and model.training
@@ -135,7 +137,8 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
     unreadable: list[int] = []  # images that failed to decode: counted, and left out of the metrics
     loss_sum = {"loc": 0.0, "conf": 0.0, "cls": 0.0}
     n_batches = 0
-    for images, indices, infos, failed in loader:
+    for images, indices, infos, failed in tqdm(loader, desc="eval", disable=not progress, leave=False,
+                                               dynamic_ncols=True):
         unreadable += failed
         if images is None:
             continue
@@ -161,7 +164,10 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
         scored_dets, scored = [dets[i] for i in kept], [records[i] for i in kept]
     voc = voc_evaluate(scored_dets, scored, num_classes, eval_cfg.match_iou, eval_cfg.score_thres)
     coco = coco_evaluate_fast(scored_dets, scored, num_classes)
+    with np.errstate(all="ignore"):  # all-NaN (no class with ground truth) stays NaN
+        p, r = float(np.nanmean(voc["p_at_best_f1"])), float(np.nanmean(voc["r_at_best_f1"]))
     result = {"map50": voc["map"], "map50_07": voc["map07"], "map50_95": coco["AP50_95"], "coco": coco, "voc": voc,
+              "precision": p, "recall": r,
               "dets": dets, "unreadable": len(unreadable)}
     if loss_fn is not None:
         result["val_loss"] = {k: v / max(n_batches, 1) for k, v in loss_sum.items()}

@@ -29,6 +29,7 @@ from utils.data.records import class_counts
 from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
 from utils.infer.postprocess import DecodeSpec
+from utils.metrics.voc import format_table, per_class_table
 from utils.runtime import amp_dtype, dist_info, next_run_dir, seed_everything, select_device, unwrap
 from utils.train.checkpoint import ModelCard, TrainingState, check_start_weights, read_run, rng_state, save_run, set_rng_state
 from utils.train.ema import ModelEMA
@@ -140,7 +141,7 @@ class Run:
     def restore(self, state: TrainingState | None, resume: str | Path | None) -> None:
         """Progress and weights from the checkpoint, in its folder (or a new one); a new run gets a new folder."""
         cfg = self.cfg
-        self.epoch, self.iteration, self.best = 0, 0, (-1.0, -math.inf)
+        self.epoch, self.iteration, self.best, self.best_epoch, self.stopped_early = 0, 0, (-1.0, -math.inf), 0, False
         self.epochs, self.elapsed_before, self.start_epoch = cfg.train.epochs, 0.0, 0
         if state is None:
             self.run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name) if self.main else Path(cfg.train.save_dir)
@@ -152,7 +153,7 @@ class Run:
                 self.ema.ema.load_state_dict(state.ema)
                 self.ema.updates = int(state.ema_updates)
             self.epoch = self.start_epoch = int(state.epoch)
-            self.iteration, self.best = int(state.iteration), state.best_fitness
+            self.iteration, self.best, self.best_epoch = int(state.iteration), state.best_fitness, int(state.best_epoch)
             self.epochs = int(state.epochs or self.epochs)
             self.elapsed_before = float(state.elapsed)
             set_rng_state(state.rng)
@@ -212,13 +213,16 @@ class Run:
                 row = {"epoch": self.epoch + 1, "lr": out["lr"], **{f"train_{k}": v for k, v in out["loss"].items()},
                        "num_pos": out["num_pos"], "collisions": out["collisions"], "bad_steps": out["bad_steps"],
                        "seconds": round(time.time() - t_epoch, 1)}
+                evaluated = (self.epoch + 1) % self.cfg.train.eval_period == 0 or last
                 if self.main:
-                    self.end_epoch(self.epoch + 1, row, (self.epoch + 1) % self.cfg.train.eval_period == 0 or last)
+                    self.end_epoch(self.epoch + 1, row, evaluated)
                 if self.world > 1:
                     dist.barrier()
                 self.epoch += 1
                 done_here = self.epoch - self.start_epoch
                 if self.stop.asked or (stop_after is not None and done_here >= stop_after and self.epoch < self.epochs):
+                    break
+                if evaluated and self.out_of_patience():
                     break
             if self.main and self.epoch >= self.epochs and not self.metrics and not self.stop.asked:
                 self.metrics = self.evaluate()  # resumed from a run that had finished its epochs: evaluated again
@@ -279,16 +283,29 @@ class Run:
             self.eval_seconds.append(time.time() - t_eval)
             m, val_loss = self.metrics, sum(self.metrics["val_loss"].values())
             row.update({f"val_{k}": v for k, v in m["val_loss"].items()}, map50=m["map50"], map50_07=m["map50_07"],
-                       map50_95=m["map50_95"], seconds=round(row["seconds"] + self.eval_seconds[-1], 1))
+                       map50_95=m["map50_95"], precision=m["precision"], recall=m["recall"],
+                       seconds=round(row["seconds"] + self.eval_seconds[-1], 1))
             print(f"epoch {n}: mAP50 {m['map50']:.4f} (07: {m['map50_07']:.4f}), mAP50-95 {m['map50_95']:.4f}, "
                   f"val loss {val_loss:.4f}")
             if (m["map50"], -val_loss) > self.best:
-                self.best = (m["map50"], -val_loss)
+                self.best, self.best_epoch = (m["map50"], -val_loss), n
                 self.save("best.pt", n)
         self.log.row(n, row)
         self.save("last.pt", n)
         if self.cfg.train.save_period and n % self.cfg.train.save_period == 0:
             self.save(f"epoch{n}.pt", n)
+
+    def out_of_patience(self) -> bool:
+        """``train.patience`` epochs since best.pt's (rank 0 decides, every rank follows); the run then ends early."""
+        patience = self.cfg.train.patience
+        stop = [bool(patience) and self.main and self.epoch - self.best_epoch >= patience]
+        if self.world > 1:
+            dist.broadcast_object_list(stop, src=0)
+        if stop[0] and self.main:
+            print(f"early stop: no better fitness for {self.epoch - self.best_epoch} epochs since epoch "
+                  f"{self.best_epoch} (train.patience = {patience})")
+        self.stopped_early = stop[0]
+        return stop[0]
 
     def evaluate(self) -> dict[str, Any]:
         """The EMA weights evaluated on the validation split, with the global RNGs left as they were: a run
@@ -296,7 +313,7 @@ class Run:
         model = self.ema.ema if self.ema is not None else unwrap(self.model)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             return evaluate(model, self.val_records, len(self.classes), self.spec, self.cfg.model.input_size,
-                            self.cfg.eval, self.device, self.cfg.data.workers, self.loss_fn)
+                            self.cfg.eval, self.device, self.cfg.data.workers, self.loss_fn, progress=self.main)
 
     def elapsed(self) -> float:
         """Seconds trained, over all the invocations of this run."""
@@ -309,7 +326,7 @@ class Run:
             model=unwrap(self.model).state_dict(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
             epoch=next_epoch, iteration=self.iteration, best_fitness=list(self.best), rng=rng_state(),
             ema=ema.ema.state_dict() if ema is not None else {}, ema_updates=ema.updates if ema is not None else 0,
-            epochs=self.epochs, elapsed=self.elapsed(), pending_row=pending_row or {})
+            epochs=self.epochs, elapsed=self.elapsed(), pending_row=pending_row or {}, best_epoch=self.best_epoch)
         save_run(self.run_dir / name, ModelCard.of(self.cfg, self.classes, self.anchors), state)
 
     # ------------------------------------------------------------------ the end
@@ -320,10 +337,13 @@ class Run:
             from utils.plots import plot_results
 
             plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
+        if self.metrics and self.main:
+            print(format_table(per_class_table(self.metrics, self.val_records, self.classes), self.metrics))
         if self.stop.asked and self.main:
             print(f"stopped by signal {self.stop.asked}; saved {self.run_dir / 'last.pt'} (continue with --resume)")
         final = {"run_dir": str(self.run_dir), "epochs": self.epoch, "best_map50": self.best[0],
-                 "seconds": round(self.elapsed(), 1), "stopped": bool(self.stop.asked), "signal": self.stop.asked or None}
+                 "seconds": round(self.elapsed(), 1), "stopped": bool(self.stop.asked), "signal": self.stop.asked or None,
+                 "early_stop": self.stopped_early}
         if self.metrics:
             m = self.metrics
             final.update(map50=m["map50"], map50_07=m["map50_07"], map50_95=m["map50_95"], classes=list(self.classes),
