@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's train.device)")
     add_precision_arg(parser)
     parser.add_argument("--save-dir", default="runs/eval", help="parent of the run folder (exp, exp2, ...)")
-    parser.add_argument("--plots", action="store_true", help="write PR curves per class (pr_curves.png)")
+    parser.add_argument("--plots", action="store_true", help="write confusion_matrix.png, PR_curve.png, P_curve.png, "
+                        "R_curve.png and F1_curve.png")
     parser.add_argument("--json", metavar="PATH", help="write the metrics as JSON")
     args = parser.parse_args(argv)
 
@@ -77,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                "map50": result["map50"], "map50_07": result["map50_07"], "map50_95": result["map50_95"],
                "coco": {k: v for k, v in result["coco"].items() if k != "per_class_AP50_95"}, "per_class": rows}
     if args.plots:
-        from utils.plots import plot_pr_curves
+        from utils.plots import plot_evaluation
 
-        plot_pr_curves(result["voc"]["curves"], classes, result["voc"]["ap"], out_dir / "pr_curves.png")
+        plot_evaluation(result, classes, out_dir, cfg.eval.score_thres, cfg.eval.match_iou)
     text = json.dumps(summary, indent=2, default=float)
     (out_dir / "metrics.json").write_text(text + "\n")
     if args.json:

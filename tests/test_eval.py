@@ -182,7 +182,8 @@ def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path,
     metrics = json.loads(out.read_text())
     assert len(metrics["per_class"]) == 6 and metrics["images"] == 6
     run = tmp_path / "runs" / "exp"
-    assert (run / "pr_curves.png").is_file()
+    for name in ("confusion_matrix.png", "PR_curve.png", "P_curve.png", "R_curve.png", "F1_curve.png"):
+        assert (run / name).stat().st_size > 10_000, name
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(run / "ground_truth.json"))
         dets = json.loads((run / "detections.json").read_text())

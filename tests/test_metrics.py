@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from utils.data.records import Record
 from utils.metrics.coco import coco_evaluate, coco_evaluate_fast
-from utils.metrics.voc import best_f1, voc_ap, voc_evaluate
+from utils.metrics.voc import best_f1, confusion_matrix, voc_ap, voc_evaluate
 
 
 def scene(seed: int, n_img: int = 40, num_classes: int = 5, per_image: int = 20):
@@ -162,3 +164,20 @@ def test_p_and_r_at_the_best_mean_f1() -> None:
     assert out["f1_score_thres"] == pytest.approx(0.101)
     np.testing.assert_allclose(out["p_at_best_f1"], [2 / 3, 1.0])
     np.testing.assert_allclose(out["r_at_best_f1"], [1.0, 1.0])
+
+
+def test_confusion_matrix_by_hand() -> None:
+    # classes cat 0, dog 1, bird 2; one image: a cat at A, a dog at B, a bird at C, a difficult cat at D
+    A, B, C, D = [0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]
+    gt = SimpleNamespace(boxes=np.array([A, B, C, D], float), labels=np.array([0, 1, 2, 0]),
+                         difficult=np.array([False, False, False, True]))
+    dets = np.array([[*A, 0.9, 0],            # cat on the cat: cat/cat
+                     [*B, 0.8, 0],            # cat on the dog: predicted cat, true dog
+                     [100, 0, 110, 10, 0.7, 1],  # a dog on nothing: dog/background
+                     [0, 0, 10, 9, 0.6, 0],   # a second cat on the cat (IoU 0.9): the cat is taken -> cat/background
+                     [*D, 0.95, 0],           # on the difficult cat: left out
+                     [*C, 0.3, 2]])           # the bird's, below the score threshold: the bird is missed
+    m = confusion_matrix([dets], [gt], 3, score_thr=0.5, iou_thr=0.5)
+    want = np.zeros((4, 4), int)
+    want[0, 0] = want[0, 1] = want[1, 3] = want[0, 3] = want[3, 2] = 1  # rows predicted, columns true, 3 background
+    np.testing.assert_array_equal(m, want)

@@ -65,3 +65,70 @@ def plot_results(csv_path: str | Path, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path, score_thr: float,
+                          iou_thr: float) -> Path:
+    """The confusion matrix normalized per true class (each column sums to 1), background last."""
+    names = [*class_names, "background"]
+    cols = matrix.sum(0, keepdims=True)
+    norm = np.divide(matrix, cols, out=np.zeros(matrix.shape), where=cols > 0)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * n + 3), max(5, 0.5 * n + 2.5)), dpi=120)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set(xlabel="true", ylabel="predicted",
+           title=f"confusion matrix (score >= {score_thr:g}, IoU >= {iou_thr:g}), normalized per true class")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def plot_score_curves(grid: np.ndarray, values: np.ndarray, valid: np.ndarray, class_names: Sequence[str],
+                      ylabel: str, path: str | Path) -> Path:
+    """A metric (precision, recall or F1) per class against the score threshold ``grid``, and its mean over the
+    classes with ground truth in bold, its best marked for F1."""
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=120)
+    for v, name, ok in zip(values, class_names, valid, strict=True):
+        if ok:
+            ax.plot(grid, v, lw=0.8, alpha=0.7, label=name if len(class_names) <= 20 else None)
+    mean = values[valid].mean(0) if valid.any() else np.zeros_like(grid)
+    k = int(mean.argmax())
+    label = f"all classes {mean[k]:.2f} at {grid[k]:.3f}" if ylabel == "F1" else "all classes"
+    ax.plot(grid, mean, lw=2.5, color="C0" if ylabel != "F1" else "k", label=label)
+    ax.set(xlabel="score threshold", ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02), title=f"{ylabel} by score threshold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", ncol=2)
+    return _save(fig, path)
+
+
+def plot_evaluation(result: dict, class_names: Sequence[str], out_dir: str | Path, score_thr: float,
+                    iou_thr: float) -> list[Path]:
+    """Everything an evaluation draws into ``out_dir``: confusion_matrix.png, PR_curve.png, P_curve.png,
+    R_curve.png and F1_curve.png (``result``: utils.train.engine.evaluate's)."""
+    from utils.metrics.voc import F1_GRID, pr_on_grid
+
+    out_dir = Path(out_dir)
+    voc = result["voc"]
+    p, r, f1 = pr_on_grid(voc["curves"], voc["npos"])
+    valid = voc["npos"] > 0
+    paths = [plot_confusion_matrix(result["confusion"], class_names, out_dir / "confusion_matrix.png", score_thr, iou_thr),
+             plot_pr_curves(voc["curves"], class_names, voc["ap"], out_dir / "PR_curve.png")]
+    for values, name, file in ((p, "precision", "P_curve.png"), (r, "recall", "R_curve.png"), (f1, "F1", "F1_curve.png")):
+        paths.append(plot_score_curves(F1_GRID, values, valid, class_names, name, out_dir / file))
+    return paths

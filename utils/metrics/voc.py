@@ -123,24 +123,61 @@ def voc_evaluate(dets: Sequence[np.ndarray], gts: Sequence, num_classes: int, io
 F1_GRID = np.linspace(0.0, 1.0, 1001)  # score thresholds searched for the best F1
 
 
-def best_f1(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]], npos: np.ndarray) -> dict[str, Any]:
-    """The score threshold where the F1 averaged over the classes with ground truth is highest (on a 0.001
-    grid, the lowest such score), and each class's precision and recall there (as Ultralytics reports P and R).
-    ``curves``: per class (recall, precision, scores) in score order, as voc_evaluate builds them."""
-    valid = npos > 0
-    f1 = np.zeros((len(curves), len(F1_GRID)))
-    p, r = np.zeros_like(f1), np.zeros_like(f1)
+def pr_on_grid(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+               npos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 ``[C, len(F1_GRID)]`` of each class at every score threshold of F1_GRID (zeros for
+    classes without ground truth). ``curves``: per class (recall, precision, scores) in score order."""
+    p, r = np.zeros((len(curves), len(F1_GRID))), np.zeros((len(curves), len(F1_GRID)))
     for c, (recall, precision, scores) in enumerate(curves):
-        if not valid[c] or not len(scores):
+        if npos[c] == 0 or not len(scores):
             continue
         n = len(scores) - np.searchsorted(scores[::-1], F1_GRID, side="left")  # detections with score >= t
         has = n > 0
         p[c, has], r[c, has] = precision[n[has] - 1], recall[n[has] - 1]
-        f1[c] = np.where(p[c] + r[c] > 0, 2 * p[c] * r[c] / np.maximum(p[c] + r[c], 1e-12), 0.0)
+        p[c, ~has] = 1.0  # no detection scores that high: precision undefined, taken as 1 (as Ultralytics draws it)
+    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+    return p, r, f1
+
+
+def best_f1(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]], npos: np.ndarray) -> dict[str, Any]:
+    """The score threshold where the F1 averaged over the classes with ground truth is highest (on a 0.001
+    grid, the lowest such score), and each class's precision and recall there (as Ultralytics reports P and R)."""
+    valid = npos > 0
+    p, r, f1 = pr_on_grid(curves, npos)
     k = int(f1[valid].mean(0).argmax()) if valid.any() else 0
     nan = np.full(len(curves), np.nan)
     return {"f1_score_thres": float(F1_GRID[k]), "p_at_best_f1": np.where(valid, p[:, k], nan),
             "r_at_best_f1": np.where(valid, r[:, k], nan)}
+
+
+def confusion_matrix(dets: Sequence[np.ndarray], gts: Sequence, num_classes: int, score_thr: float = 0.5,
+                     iou_thr: float = 0.5) -> np.ndarray:
+    """``[C + 1, C + 1]`` counts, rows the predicted class, columns the true one, the last of each the background:
+    detections with score >= ``score_thr`` are paired with ground truths at IoU >= ``iou_thr`` (each at most once,
+    the highest IoUs first, whatever the classes); a detection without a partner counts in the background column,
+    a ground truth without one in the background row. Pairs with a difficult ground truth are left out."""
+    m = np.zeros((num_classes + 1, num_classes + 1), np.int64)
+    bg = num_classes
+    for det, gt in zip(dets, gts, strict=True):
+        det = np.asarray(det, np.float64).reshape(-1, 6)
+        det = det[det[:, 4] >= score_thr]
+        iou = box_iou_np(det[:, None, :4], np.asarray(gt.boxes, np.float64)[None]) if len(det) and len(gt.boxes) else \
+            np.zeros((len(det), len(gt.boxes)))
+        d_used, g_used = np.zeros(len(det), bool), np.zeros(len(gt.boxes), bool)
+        for flat in np.argsort(-iou, axis=None, kind="stable"):
+            d, g = divmod(int(flat), len(gt.boxes))
+            if iou[d, g] < iou_thr:
+                break
+            if d_used[d] or g_used[g]:
+                continue
+            d_used[d] = g_used[g] = True
+            if not gt.difficult[g]:
+                m[int(det[d, 5]), int(gt.labels[g])] += 1
+        for d in np.nonzero(~d_used)[0]:
+            m[int(det[d, 5]), bg] += 1
+        for g in np.nonzero(~g_used & ~np.asarray(gt.difficult, bool))[0]:
+            m[bg, int(gt.labels[g])] += 1
+    return m
 
 
 def per_class_table(result: dict, records: Sequence[Record], class_names: Sequence[str]) -> list[dict[str, Any]]:

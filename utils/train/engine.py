@@ -21,7 +21,7 @@ from utils.data.dataset import LetterboxDataset, collate_letterbox, worker_init
 from utils.data.records import Record
 from utils.infer.postprocess import DecodeSpec, detect
 from utils.metrics.coco import coco_evaluate_fast
-from utils.metrics.voc import voc_evaluate
+from utils.metrics.voc import confusion_matrix, voc_evaluate
 from utils.runtime import unwrap
 from utils.train.ema import ModelEMA
 from utils.train.optim import set_lr
@@ -164,10 +164,11 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
         scored_dets, scored = [dets[i] for i in kept], [records[i] for i in kept]
     voc = voc_evaluate(scored_dets, scored, num_classes, eval_cfg.match_iou, eval_cfg.score_thres)
     coco = coco_evaluate_fast(scored_dets, scored, num_classes)
+    confusion = confusion_matrix(scored_dets, scored, num_classes, eval_cfg.score_thres, eval_cfg.match_iou)
     with np.errstate(all="ignore"):  # all-NaN (no class with ground truth) stays NaN
         p, r = float(np.nanmean(voc["p_at_best_f1"])), float(np.nanmean(voc["r_at_best_f1"]))
     result = {"map50": voc["map"], "map50_07": voc["map07"], "map50_95": coco["AP50_95"], "coco": coco, "voc": voc,
-              "precision": p, "recall": r,
+              "precision": p, "recall": r, "confusion": confusion,
               "dets": dets, "unreadable": len(unreadable)}
     if loss_fn is not None:
         result["val_loss"] = {k: v / max(n_batches, 1) for k, v in loss_sum.items()}

@@ -338,7 +338,10 @@ class Run:
 
             plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
         if self.metrics and self.main:
+            from utils.plots import plot_evaluation
+
             print(format_table(per_class_table(self.metrics, self.val_records, self.classes), self.metrics))
+            plot_evaluation(self.metrics, self.classes, self.run_dir, self.cfg.eval.score_thres, self.cfg.eval.match_iou)
         if self.stop.asked and self.main:
             print(f"stopped by signal {self.stop.asked}; saved {self.run_dir / 'last.pt'} (continue with --resume)")
         final = {"run_dir": str(self.run_dir), "epochs": self.epoch, "best_map50": self.best[0],
