@@ -78,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                "map50": result["map50"], "map50_07": result["map50_07"], "map50_95": result["map50_95"],
                "coco": {k: v for k, v in result["coco"].items() if k != "per_class_AP50_95"}, "per_class": rows}
     if args.plots:
-        from utils.plots import plot_evaluation
+        from utils.plots import plot_evaluation, plot_labels, save_batch_pictures
 
         plot_evaluation(result, classes, out_dir, cfg.eval.score_thres, cfg.eval.match_iou)
+        plot_labels(records, classes, out_dir / "labels.png")
+        save_batch_pictures(records, result["dets"], classes, out_dir)
     text = json.dumps(summary, indent=2, default=float)
     (out_dir / "metrics.json").write_text(text + "\n")
     if args.json:

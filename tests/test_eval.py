@@ -182,7 +182,8 @@ def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path,
     metrics = json.loads(out.read_text())
     assert len(metrics["per_class"]) == 6 and metrics["images"] == 6
     run = tmp_path / "runs" / "exp"
-    for name in ("confusion_matrix.png", "PR_curve.png", "P_curve.png", "R_curve.png", "F1_curve.png"):
+    for name in ("confusion_matrix.png", "PR_curve.png", "P_curve.png", "R_curve.png", "F1_curve.png", "labels.png",
+                 "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
         assert (run / name).stat().st_size > 10_000, name
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(run / "ground_truth.json"))

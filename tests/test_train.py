@@ -39,7 +39,8 @@ def test_a_run_writes_its_folder(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(run / "results.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(r["map50"] != "" and float(r["train_total"]) > 0 for r in rows)
-    for name in ("last.pt", "best.pt", "config.yaml", "results.png"):
+    for name in ("last.pt", "best.pt", "config.yaml", "results.png", "labels.png", "train_batch0.jpg", "confusion_matrix.png",
+                 "PR_curve.png", "P_curve.png", "R_curve.png", "F1_curve.png", "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
         assert (run / name).is_file(), name
     ckpt = torch.load(run / "last.pt", weights_only=True)
     assert {"model", "ema", "optimizer", "scaler", "epoch", "best_fitness", "config", "class_names", "anchors",

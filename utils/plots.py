@@ -132,3 +132,65 @@ def plot_evaluation(result: dict, class_names: Sequence[str], out_dir: str | Pat
     for values, name, file in ((p, "precision", "P_curve.png"), (r, "recall", "R_curve.png"), (f1, "F1", "F1_curve.png")):
         paths.append(plot_score_curves(F1_GRID, values, valid, class_names, name, out_dir / file))
     return paths
+
+
+def plot_labels(records: Sequence, class_names: Sequence[str], path: str | Path) -> Path:
+    """labels.png: objects per class, and where the boxes are and how big, in fractions of their image."""
+    boxes = [r.boxes / [r.width, r.height, r.width, r.height] for r in records if len(r.boxes)]
+    b = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+    labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, int)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
+    counts = np.bincount(labels, minlength=len(class_names))
+    axes[0].bar(range(len(class_names)), counts, color=[f"C{i % 10}" for i in range(len(class_names))])
+    axes[0].set_xticks(range(len(class_names)), class_names, rotation=90 if len(class_names) > 8 else 0, fontsize=8)
+    axes[0].set(ylabel="objects", title=f"objects per class ({len(labels)} in {len(records)} images)")
+    axes[1].hist2d((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, bins=40, range=[[0, 1], [0, 1]], cmap="Blues")
+    axes[1].set(xlabel="box centre x / image width", ylabel="box centre y / image height", title="where the boxes are")
+    axes[1].invert_yaxis()
+    axes[2].hist2d(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1], bins=40, range=[[0, 1], [0, 1]], cmap="Blues")
+    axes[2].set(xlabel="box width / image width", ylabel="box height / image height", title="how big the boxes are")
+    return _save(fig, path)
+
+
+def save_batch_pictures(records: Sequence, dets: Sequence[np.ndarray] | None, class_names: Sequence[str],
+                        out_dir: str | Path, conf: float = 0.25, n: int = 16) -> list[Path]:
+    """val_batch0_labels.jpg (the first ``n`` images with their ground truth) and, with ``dets`` (per image
+    ``[K, 6]`` in its pixels), val_batch0_pred.jpg (the detections scoring at least ``conf``)."""
+    import cv2
+
+    from utils.data.images import read_image
+    from utils.infer.draw import draw_detections, image_grid
+
+    images, truth, pred = [], [], []
+    for i, rec in enumerate(records[:n]):
+        img = read_image(rec.path)
+        images.append(img)
+        gt = np.concatenate([rec.boxes, np.ones((len(rec.boxes), 1)), rec.labels[:, None]], 1)
+        truth.append(draw_detections(img, gt, class_names, scores=False))
+        if dets is not None:
+            pred.append(draw_detections(img, dets[i][dets[i][:, 4] >= conf], class_names))
+    out_dir = Path(out_dir)
+    cell = 320 if max((max(im.shape[:2]) for im in images), default=0) >= 320 else 160
+    paths = [out_dir / "val_batch0_labels.jpg"]
+    cv2.imwrite(str(paths[0]), image_grid(truth, cell))
+    if pred:
+        paths.append(out_dir / "val_batch0_pred.jpg")
+        cv2.imwrite(str(paths[1]), image_grid(pred, cell))
+    return paths
+
+
+def save_train_batch(dataset, class_names: Sequence[str], path: str | Path, n: int = 16) -> Path:
+    """train_batch0.jpg: the first ``n`` samples as training sees them (augmented), with their boxes."""
+    import cv2
+
+    from utils.infer.draw import draw_detections, image_grid
+
+    tiles = []
+    for i in range(min(n, len(dataset))):
+        img, targets = dataset[i]
+        bgr = np.ascontiguousarray(img.numpy().transpose(1, 2, 0)[:, :, ::-1])
+        t = targets.numpy()
+        boxes = np.concatenate([t[:, 1:5], np.ones((len(t), 1)), t[:, :1]], 1)
+        tiles.append(draw_detections(bgr, boxes, class_names, scores=False))
+    cv2.imwrite(str(path), image_grid(tiles, tiles[0].shape[0] if tiles else 160))
+    return Path(path)

@@ -16,8 +16,9 @@ def class_colour(c: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def draw_detections(img: np.ndarray, dets: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
-    """Boxes with "name 0.87" labels drawn on a copy of the BGR image ``img``.
+def draw_detections(img: np.ndarray, dets: np.ndarray, class_names: Sequence[str], scores: bool = True) -> np.ndarray:
+    """Boxes with "name 0.87" labels (``scores`` false: "name" alone, for ground truth) drawn on a copy of the
+    BGR image ``img``.
 
     ``dets [K, 6]`` = (x1, y1, x2, y2, score, class) in the image's pixels. Line width and
     text follow the image size; a label sits above its box, or inside it at the top when there
@@ -36,7 +37,7 @@ def draw_detections(img: np.ndarray, dets: np.ndarray, class_names: Sequence[str
         p2 = (int(round(x2)), int(round(y2)))
         cv2.rectangle(out, p1, p2, colour, lw, cv2.LINE_AA)
         name = class_names[c] if 0 <= c < len(class_names) else str(c)
-        label = f"{name} {score:.2f}"
+        label = f"{name} {score:.2f}" if scores else name
         (tw, th), base = cv2.getTextSize(label, font, scale, thick)
         th += base
         x = min(max(p1[0], 0), max(w - tw - 2, 0))
@@ -70,3 +71,16 @@ def overlay_heatmap(img: np.ndarray, heat: np.ndarray, info) -> np.ndarray:
     crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
     colour = cv2.applyColorMap(np.clip(crop * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(img, 0.55, colour, 0.45, 0)
+
+
+def image_grid(images: Sequence[np.ndarray], cell: int, cols: int = 4) -> np.ndarray:
+    """BGR images letterboxed into ``cell`` x ``cell`` tiles, ``cols`` a row, one picture."""
+    from utils.data.augment import letterbox
+
+    rows = -(-len(images) // cols)
+    grid = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
+    for k, img in enumerate(images):
+        tile, _ = letterbox(img, cell)
+        r, c = divmod(k, cols)
+        grid[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = tile
+    return grid

@@ -173,6 +173,10 @@ class Run:
             return
         cfg, classes = self.cfg, self.classes
         save_config(cfg, self.run_dir / "config.yaml")
+        from utils.plots import plot_labels, save_train_batch
+
+        plot_labels(self.train_records, classes, self.run_dir / "labels.png")
+        save_train_batch(self.dataset, classes, self.run_dir / "train_batch0.jpg")
         counts, _ = class_counts(self.train_records, len(classes))
         summary = model_summary(self.net, cfg.model.input_size)
         lf = cfg.loss
@@ -338,10 +342,11 @@ class Run:
 
             plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
         if self.metrics and self.main:
-            from utils.plots import plot_evaluation
+            from utils.plots import plot_evaluation, save_batch_pictures
 
             print(format_table(per_class_table(self.metrics, self.val_records, self.classes), self.metrics))
             plot_evaluation(self.metrics, self.classes, self.run_dir, self.cfg.eval.score_thres, self.cfg.eval.match_iou)
+            save_batch_pictures(self.val_records, self.metrics["dets"], self.classes, self.run_dir)
         if self.stop.asked and self.main:
             print(f"stopped by signal {self.stop.asked}; saved {self.run_dir / 'last.pt'} (continue with --resume)")
         final = {"run_dir": str(self.run_dir), "epochs": self.epoch, "best_map50": self.best[0],
