@@ -95,6 +95,19 @@ class DataReport:
         return report
 
 
+def clip_box(x1: float, y1: float, x2: float, y2: float, w: int, h: int, where: str,
+             report: DataReport) -> tuple[float, float, float, float] | None:
+    """A box clipped to its ``w`` x ``h`` image, or None when less than a pixel is left; either is reported
+    (as CLIPPED_BOX or EMPTY_BOX, ``where`` naming the file and the object)."""
+    cx1, cy1, cx2, cy2 = min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)
+    if cx2 - cx1 < 1 or cy2 - cy1 < 1:
+        report.add(EMPTY_BOX, where)
+        return None
+    if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+        report.add(CLIPPED_BOX, where)
+    return cx1, cy1, cx2, cy2
+
+
 def class_counts(records: list[Record], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Objects per class ``[C]`` (not difficult) and difficult objects per class ``[C]``."""
     labels = np.concatenate([r.labels for r in records]) if records else np.zeros(0, np.int64)

@@ -24,9 +24,7 @@ import numpy as np
 from utils.data.images import ImageReadError, find_image, probe_image
 from utils.data.records import (
     BAD_COORDS,
-    CLIPPED_BOX,
     DUPLICATE_ID,
-    EMPTY_BOX,
     EMPTY_SPLIT,
     MALFORMED_XML,
     MISSING_IMAGE,
@@ -39,6 +37,7 @@ from utils.data.records import (
     DataError,
     DataReport,
     Record,
+    clip_box,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -91,13 +90,10 @@ def parse_voc_xml(xml_path: Path, image_path: Path, class_index: dict[str, int],
         except (ValueError, TypeError):
             report.add(BAD_COORDS, name)
             continue
-        cx1, cy1, cx2, cy2 = min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)
-        if cx2 - cx1 < 1 or cy2 - cy1 < 1:
-            report.add(EMPTY_BOX, f"{name}: ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
+        box = clip_box(x1, y1, x2, y2, w, h, f"{name}: ({x1:g}, {y1:g}, {x2:g}, {y2:g})", report)
+        if box is None:
             continue
-        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-            report.add(CLIPPED_BOX, f"{name}: ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
-        boxes.append((cx1, cy1, cx2, cy2))
+        boxes.append(box)
         labels.append(class_index[cls_name])
         try:
             difficult.append(int(obj.findtext("difficult") or 0) == 1)

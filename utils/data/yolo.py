@@ -24,13 +24,12 @@ import yaml
 from utils.data.images import IMAGE_SUFFIXES, ImageReadError, probe_image
 from utils.data.records import (
     BAD_COORDS,
-    CLIPPED_BOX,
-    EMPTY_BOX,
     UNKNOWN_CLASS,
     UNREADABLE_IMAGE,
     DataError,
     DataReport,
     Record,
+    clip_box,
 )
 
 
@@ -95,13 +94,10 @@ def parse_label_file(path: Path, w: int, h: int, num_classes: int, report: DataR
             report.add(UNKNOWN_CLASS, f"{path.name}:{n}: class {cls}")
             continue
         x1, y1, x2, y2 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
-        cx1, cy1, cx2, cy2 = min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)
-        if cx2 - cx1 < 1 or cy2 - cy1 < 1:
-            report.add(EMPTY_BOX, f"{path.name}:{n}")
+        box = clip_box(x1, y1, x2, y2, w, h, f"{path.name}:{n}", report)
+        if box is None:
             continue
-        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-            report.add(CLIPPED_BOX, f"{path.name}:{n}")
-        boxes.append((cx1, cy1, cx2, cy2))
+        boxes.append(box)
         labels.append(cls)
     return boxes, labels
 
