@@ -1,4 +1,5 @@
-"""Start a model from a file: a ``.pt`` checkpoint or Darknet ``.weights``, told apart by content."""
+"""Start a model from a file: a ``.pt`` checkpoint, a state_dict of the classic PyTorch port (``.pth``), or Darknet
+``.weights``, told apart by content."""
 
 from __future__ import annotations
 
@@ -59,6 +60,48 @@ def checkpoint_state_dict(ckpt: dict[str, Any], path: str | Path = "checkpoint")
     raise WeightsError(f"{path}: no model weights found (expected a state dict or a checkpoint with 'model' / 'ema')")
 
 
+def looks_like_classic_port(state: dict[str, torch.Tensor]) -> bool:
+    """A state_dict of the classic PyTorch port's ``YoloBody`` (bubbliiiing/yolov4-pytorch): its CSPDarknet53
+    stem and its stride-32 head under their names."""
+    return "backbone.conv1.conv.weight" in state and "yolo_head1.1.weight" in state
+
+
+def from_classic_port(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The classic port's ``YoloBody`` state_dict renamed into this model's: layer by layer in Darknet's cfg order.
+
+    That port registers its convolutions in the order of ``yolov4.cfg`` (in each CSP stage the part that
+    skips the blocks before the part that goes through them; in the neck each head right after its five
+    convs), which is the order :func:`nets.darknet.conv_order` traces here. Its BN layers are ``<p>.bn``
+    beside ``<p>.conv``; its output convs are plain convs with a bias. An output conv of another class
+    count is left out (and reported by the loader); any other mismatch of count or shape is an error.
+    """
+    from nets.darknet import conv_order
+
+    theirs = [k[: -len("weight")] for k, v in state.items() if k.endswith("weight") and v.dim() == 4]
+    ours = conv_order(model)
+    if len(theirs) != len(ours):
+        raise WeightsError(f"{source}: {len(theirs)} convolutions in the file, {len(ours)} in "
+                           f"{getattr(model, 'name', 'the model')}")
+    out: dict[str, torch.Tensor] = {}
+    own = model.state_dict()
+    names = {m: n for n, m in model.named_modules()}
+    for prefix, layer in zip(theirs, ours, strict=True):
+        conv_name = names[layer.conv]
+        if layer.bn is None:  # an output conv: <p>.weight and <p>.bias
+            pairs = [(f"{prefix}weight", f"{conv_name}.weight"), (f"{prefix}bias", f"{conv_name}.bias")]
+        else:  # <p>.conv.weight and <p>.bn.*
+            p, bn_name = prefix[: -len("conv.")], names[layer.bn]
+            stats = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+            pairs = [(f"{prefix}weight", f"{conv_name}.weight")] + [(f"{p}bn.{k}", f"{bn_name}.{k}") for k in stats]
+        for src, dst in pairs:
+            if src not in state:
+                raise WeightsError(f"{source}: no {src} in the file")
+            if state[src].shape != own[dst].shape and not layer.is_head:
+                raise WeightsError(f"{source}: {src} is {tuple(state[src].shape)}, {dst} is {tuple(own[dst].shape)}")
+            out[dst] = state[src]
+    return out
+
+
 def load_state_dict_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> list[str]:
     """Load the entries whose name and shape match; return the names skipped (logged in one line).
 
@@ -85,7 +128,10 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if zipfile.is_zipfile(path):  # torch.save's format since PyTorch 1.6
-        return load_state_dict_matching(model, checkpoint_state_dict(read_checkpoint(path), path), str(path))
+        state = checkpoint_state_dict(read_checkpoint(path), path)
+        if looks_like_classic_port(state):
+            state = from_classic_port(model, state, str(path))
+        return load_state_dict_matching(model, state, str(path))
     if looks_like_darknet(path):
         report = load_darknet(model, path)
         return report.skipped + report.missing

@@ -170,23 +170,28 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
 
 
 def load_model(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
-                       device: str | torch.device = "cpu") -> tuple[YOLO, Config, list[str], list[tuple[float, float]]]:
-    """(model in eval mode, config, class names, anchors) from a ``.pt`` checkpoint, which carries them
-    all, or from Darknet ``.weights`` together with a config."""
+               device: str | torch.device = "cpu") -> tuple[YOLO, Config, list[str], list[tuple[float, float]]]:
+    """(model in eval mode, config, class names, anchors) from a ``.pt`` checkpoint of train.py, which carries
+    them all; or, with a config that gives them, from Darknet ``.weights`` or a bare state_dict (the classic
+    PyTorch port's ``.pth`` included: nets.weights.load_weights renames it)."""
     weights = Path(weights)
     if not weights.is_file():
         raise WeightsError(f"weights file not found: {weights}")
-    if looks_like_darknet(weights) and not weights.suffix == ".pt":
-        if config is None:
-            raise WeightsError(f"{weights}: Darknet .weights carry no class names or anchors; give --config too")
-        cfg = load_config(config, overrides)
-        classes, anchors = read_classes(cfg.data.classes_path), read_anchors(cfg.model.anchors_path)
-        model = build_model(cfg.model.name, len(classes))
-        load_weights(model, weights)
-    else:
-        run = read_run(weights)
-        cfg = run.card.run_config(config, overrides, str(weights))
-        classes, anchors = run.card.class_names, run.card.anchors
-        model = build_model(run.card.model_name, len(classes))
-        model.load_state_dict(run.weights)
+    if not (looks_like_darknet(weights) and weights.suffix != ".pt"):
+        try:
+            run = read_run(weights)
+        except WeightsError:
+            if config is None:
+                raise
+        else:
+            card = run.card
+            model = build_model(card.model_name, len(card.class_names))
+            model.load_state_dict(run.weights)
+            return model.to(device).eval(), card.run_config(config, overrides, str(weights)), card.class_names, card.anchors
+    if config is None:
+        raise WeightsError(f"{weights}: Darknet .weights carry no class names or anchors; give --config too")
+    cfg = load_config(config, overrides)
+    classes, anchors = read_classes(cfg.data.classes_path), read_anchors(cfg.model.anchors_path)
+    model = build_model(cfg.model.name, len(classes))
+    load_weights(model, weights)
     return model.to(device).eval(), cfg, classes, anchors

@@ -1,0 +1,76 @@
+"""A state_dict of the classic PyTorch port (bubbliiiing/yolov4-pytorch's YoloBody) loads into build_model("yolov4")
+and computes the same maps: checked against that project's own model code in ../shared/reference (MIT licence)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nets.weights import load_weights
+from nets.yolo import build_model
+from utils.infer.backend import load_model
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bubbliiiing-yolov4" / "nets"
+pytestmark = pytest.mark.skipif(not (REFERENCE / "yolo.py").is_file(),
+                                reason=f"the classic port's model code is not at {REFERENCE}")
+
+
+def reference_body(num_classes: int, monkeypatch: pytest.MonkeyPatch):
+    """That project's YoloBody, its modules loaded under other names (its package is also called nets)."""
+    def load(name: str, file: str):
+        spec = importlib.util.spec_from_file_location(name, REFERENCE / file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    monkeypatch.setitem(sys.modules, "nets.CSPdarknet", load("classic_cspdarknet", "CSPdarknet.py"))
+    yolo = load("classic_yolo", "yolo.py")
+    return yolo.YoloBody([[6, 7, 8], [3, 4, 5], [0, 1, 2]], num_classes)
+
+
+def randomized(model: torch.nn.Module) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # BN statistics away from 0 / 1, so that a swap shows
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+def test_their_state_dict_loads_and_gives_the_same_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    theirs = randomized(reference_body(20, monkeypatch))
+    path = tmp_path / "yolo4_voc_weights.pth"
+    torch.save(theirs.state_dict(), path)
+    ours = build_model("yolov4", 20).eval()
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    skipped = load_weights(ours, path)
+    assert skipped == []
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out0, out1, out2 = theirs(x)  # strides 32, 16, 8
+        mine = ours(x)  # strides 8, 16, 32
+    for a, b in zip(mine, (out2, out1, out0), strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # eval.py and predict.py take it with --config (VOC's 20 classes; that port decodes without scale_x_y)
+    model, cfg, classes, _ = load_model(path, "voc.yaml", ["model.scale_x_y=[1.0,1.0,1.0]"])
+    assert len(classes) == 20 and cfg.model.scale_x_y == [1.0, 1.0, 1.0]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[2], out0, atol=1e-5, rtol=1e-4)
+
+
+def test_another_class_count_skips_only_the_output_convs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    theirs = reference_body(80, monkeypatch)  # yolo4_weights.pth: COCO
+    path = tmp_path / "yolo4_weights.pth"
+    torch.save(theirs.state_dict(), path)
+    ours = build_model("yolov4", 3)
+    skipped = load_weights(ours, path)
+    assert sorted(skipped) == [f"head.convs.{i}.{k}" for i in range(3) for k in ("bias", "weight")]
