@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.ops import batched_nms
 
 from nets.weights import load_weights
 from nets.yolo import build_model
 from utils.infer.backend import load_model
+from utils.infer.postprocess import DecodeSpec, detect
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bubbliiiing-yolov4" / "nets"
 pytestmark = pytest.mark.skipif(not (REFERENCE / "yolo.py").is_file(),
@@ -74,3 +76,47 @@ def test_another_class_count_skips_only_the_output_convs(tmp_path: Path, monkeyp
     ours = build_model("yolov4", 3)
     skipped = load_weights(ours, path)
     assert sorted(skipped) == [f"head.convs.{i}.{k}" for i in range(3) for k in ("bias", "weight")]
+
+
+def their_detections(outputs, anchors, masks, size: int, num_classes: int, conf: float, nms_iou: float):
+    """That port's decoding, written here from its conventions: per head (stride 32, 16, 8 with anchor masks
+    6-8, 3-5, 0-2) x = (sigmoid(tx) + grid x) * stride (no scale_x_y), w = exp(tw) * anchor w; score =
+    objectness x the best class probability; class-wise NMS."""
+    boxes, scores, classes = [], [], []
+    for out, mask in zip(outputs, masks, strict=True):
+        b, _, h, w = out.shape
+        stride = size / h
+        p = out.view(b, len(mask), 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)[0]  # [A, H, W, 5 + C]
+        gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        aw = torch.tensor([anchors[i][0] for i in mask]).view(-1, 1, 1)
+        ah = torch.tensor([anchors[i][1] for i in mask]).view(-1, 1, 1)
+        cx, cy = (p[..., 0].sigmoid() + gx) * stride, (p[..., 1].sigmoid() + gy) * stride
+        bw, bh = p[..., 2].exp() * aw, p[..., 3].exp() * ah
+        prob, cls = p[..., 5:].sigmoid().max(-1)
+        boxes.append(torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), -1).reshape(-1, 4))
+        scores.append((p[..., 4].sigmoid() * prob).reshape(-1))
+        classes.append(cls.reshape(-1))
+    boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
+    keep = scores > conf
+    boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    idx = batched_nms(boxes, scores, classes, nms_iou)
+    return boxes[idx], scores[idx], classes[idx]
+
+
+def test_same_detections_as_that_ports_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    theirs = randomized(reference_body(20, monkeypatch))
+    path = tmp_path / "yolo4_voc_weights.pth"
+    torch.save(theirs.state_dict(), path)
+    model, cfg, _, anchors = load_model(path, "voc.yaml", ["model.scale_x_y=[1.0,1.0,1.0]", "eval.conf_thres=0.2",
+                                                          "eval.nms_iou=0.45", "eval.max_det=10000"])
+    x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref_boxes, ref_scores, ref_cls = their_detections(theirs(x), anchors, [[6, 7, 8], [3, 4, 5], [0, 1, 2]], 160, 20,
+                                                          0.2, 0.45)
+        mine = detect(model(x), DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y), cfg.eval)[0]
+    assert len(ref_boxes) > 5 and len(mine) == len(ref_boxes)
+    order = ref_scores.argsort(descending=True)
+    torch.testing.assert_close(mine[:, :4], ref_boxes[order], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(mine[:, 4], ref_scores[order], atol=1e-5, rtol=1e-4)
+    assert mine[:, 5].long().tolist() == ref_cls[order].tolist()
