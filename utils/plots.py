@@ -155,15 +155,19 @@ def plot_labels(records: Sequence, class_names: Sequence[str], path: str | Path)
 def save_batch_pictures(records: Sequence, dets: Sequence[np.ndarray] | None, class_names: Sequence[str],
                         out_dir: str | Path, conf: float = 0.25, n: int = 16) -> list[Path]:
     """val_batch0_labels.jpg (the first ``n`` images with their ground truth) and, with ``dets`` (per image
-    ``[K, 6]`` in its pixels), val_batch0_pred.jpg (the detections scoring at least ``conf``)."""
+    ``[K, 6]`` in its pixels), val_batch0_pred.jpg (the detections scoring at least ``conf``). Images that
+    cannot be decoded are left out."""
     import cv2
 
-    from utils.data.images import read_image
+    from utils.data.images import ImageReadError, read_image
     from utils.infer.draw import draw_detections, image_grid
 
     images, truth, pred = [], [], []
     for i, rec in enumerate(records[:n]):
-        img = read_image(rec.path)
+        try:
+            img = read_image(rec.path)
+        except ImageReadError:  # counted by the evaluation already; the picture goes without it
+            continue
         images.append(img)
         gt = np.concatenate([rec.boxes, np.ones((len(rec.boxes), 1)), rec.labels[:, None]], 1)
         truth.append(draw_detections(img, gt, class_names, scores=False))
