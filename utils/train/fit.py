@@ -168,7 +168,8 @@ class Run:
                                     epochs=self.epochs, seed=cfg.train.seed)
 
     def announce(self) -> None:
-        """The run's folder, data, model and loss on the console (rank 0), and its config.yaml."""
+        """The run's folder, data, model and loss on the console (rank 0); its config.yaml, labels.png and
+        train_batch0.jpg (the first things to look at when a run goes wrong)."""
         if not self.main:
             return
         cfg, classes = self.cfg, self.classes
