@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from nets.loss import YOLOLoss
 from nets.weights import load_weights
-from nets.yolo import build_model, model_summary
+from nets.yolo import build_model
 from utils.config.files import read_anchors, read_classes
 from utils.config.load import save_config
 from utils.config.schema import Config
@@ -29,8 +29,8 @@ from utils.data.records import class_counts
 from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
 from utils.infer.postprocess import DecodeSpec
-from utils.metrics.voc import format_table, per_class_table
 from utils.runtime import amp_dtype, dist_info, next_run_dir, seed_everything, select_device, unwrap
+from utils.train import report
 from utils.train.checkpoint import ModelCard, TrainingState, check_start_weights, read_run, rng_state, save_run, set_rng_state
 from utils.train.ema import ModelEMA
 from utils.train.engine import TrainingStopped, evaluate, train_one_epoch
@@ -168,35 +168,10 @@ class Run:
                                     epochs=self.epochs, seed=cfg.train.seed)
 
     def announce(self) -> None:
-        """The run's folder, data, model and loss on the console (rank 0); its config.yaml, labels.png and
-        train_batch0.jpg (the first things to look at when a run goes wrong)."""
-        if not self.main:
-            return
-        cfg, classes = self.cfg, self.classes
-        save_config(cfg, self.run_dir / "config.yaml")
-        from utils.plots import plot_labels, save_train_batch
-
-        plot_labels(self.train_records, classes, self.run_dir / "labels.png")
-        save_train_batch(self.dataset, classes, self.run_dir / "train_batch0.jpg")
-        counts, _ = class_counts(self.train_records, len(classes))
-        summary = model_summary(self.net, cfg.model.input_size)
-        lf = cfg.loss
-        LOGGER.info("run: %s", self.run_dir)
-        LOGGER.info("data: %d train images, %d val images; objects per class: %s", len(self.train_records),
-                    len(self.val_records), ", ".join(f"{c} {n}" for c, n in zip(classes, counts, strict=True)))
-        LOGGER.info("model: %s, %s parameters, %.2f GFLOPs at %d; device %s%s", cfg.model.name, f"{summary['params']:,}",
-                    summary["gflops"], cfg.model.input_size, self.device, f", world {self.world}" if self.world > 1 else "")
-        LOGGER.info("objectness: %s; classes: %s, label smoothing %s",
-                    f"focal (alpha {lf.focal_alpha}, gamma {lf.focal_gamma}, ratio {lf.focal_loss_ratio}, normalize "
-                    f"{lf.focal_normalize})" if lf.focal_loss else "BCE", "focal" if lf.focal_cls else "BCE",
-                    lf.label_smoothing)
-        phases = {"train.batch_size": cfg.train.batch_size} if self.freeze_epochs < self.epochs else {}
-        if self.freeze_epochs:
-            phases["train.freeze_batch_size"] = cfg.train.freeze_batch_size
-        for key, b in phases.items():
-            if len(self.dataset) < b * self.world:  # the loader keeps the one partial batch (build_train_loader)
-                LOGGER.warning("the training split has %d images, fewer than one batch of %d (%s): each epoch of that "
-                               "phase is one step of %d images", len(self.dataset), b * self.world, key, len(self.dataset))
+        """The run's summary on the console and its first pictures (rank 0): see train.report.announce."""
+        if self.main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            report.announce(self)
 
     # ------------------------------------------------------------------ the epochs
 
@@ -337,19 +312,10 @@ class Run:
     # ------------------------------------------------------------------ the end
 
     def result(self, return_model: bool) -> dict[str, Any]:
-        """results.png, and the run's result: its folder, epochs, time, whether a signal stopped it, final metrics."""
-        if self.main and (self.run_dir / "results.csv").is_file():
-            from utils.plots import plot_results
-
-            plot_results(self.run_dir / "results.csv", self.run_dir / "results.png")
-        if self.metrics and self.main:
-            from utils.plots import plot_evaluation, save_batch_pictures
-
-            print(format_table(per_class_table(self.metrics, self.val_records, self.classes), self.metrics))
-            plot_evaluation(self.metrics, self.classes, self.run_dir, self.cfg.eval.score_thres, self.cfg.eval.match_iou)
-            save_batch_pictures(self.val_records, self.metrics["dets"], self.classes, self.run_dir)
-        if self.stop.asked and self.main:
-            print(f"stopped by signal {self.stop.asked}; saved {self.run_dir / 'last.pt'} (continue with --resume)")
+        """The run's closing pictures and table (train.report.conclude), and its result: its folder, epochs, time,
+        whether a signal or train.patience stopped it, the final metrics."""
+        if self.main:
+            report.conclude(self)
         final = {"run_dir": str(self.run_dir), "epochs": self.epoch, "best_map50": self.best[0],
                  "seconds": round(self.elapsed(), 1), "stopped": bool(self.stop.asked), "signal": self.stop.asked or None,
                  "early_stop": self.stopped_early}
