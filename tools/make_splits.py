@@ -35,7 +35,8 @@ def usable_ids(root: Path) -> tuple[list[str], dict[str, list[str]]]:
         raise DataError(f"{root} needs Annotations/ (the XMLs) and JPEGImages/ (the images)")
     skipped: dict[str, list[str]] = {"no image": [], "unreadable image": [], "malformed XML": [], "no XML": []}
     ids = []
-    for xml in sorted(annotations.glob("*.xml")):
+    xmls = sorted(annotations.glob("*.xml"))
+    for xml in xmls:
         image = find_image(images, xml.stem)
         if image is None:
             skipped["no image"].append(xml.name)
@@ -51,7 +52,7 @@ def usable_ids(root: Path) -> tuple[list[str], dict[str, list[str]]]:
             skipped["unreadable image"].append(image.name)
             continue
         ids.append(xml.stem)
-    with_xml = {xml.stem for xml in annotations.glob("*.xml")}
+    with_xml = {xml.stem for xml in xmls}
     skipped["no XML"] = sorted(p.name for p in images.iterdir() if p.suffix in IMAGE_SUFFIXES and p.stem not in with_xml)
     return ids, skipped
 

@@ -77,7 +77,7 @@ class Backend:
             raise BackendError(f"--img-size must be a multiple of 32, got {size}")
         if self.fixed_size and size != self.input_size:
             raise BackendError(f"this ONNX graph takes {self.input_size}x{self.input_size} inputs only "
-                             f"(export it with --dynamic for other sizes); got --img-size {size}")
+                               f"(export it with --dynamic for other sizes); got --img-size {size}")
         return size
 
 
@@ -139,8 +139,8 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
         return Backend("pytorch", cfg, classes, anchors, spec, cfg.model.input_size, device, model=model,
                        dtype=PRECISIONS[precision], channels_last=channels_last)
     if precision != "fp32":
-        raise BackendError(f"an ONNX graph runs in the precision it was exported in (export.py --half); "
-                         f"--precision {precision} applies to .pt and .weights files")
+        raise BackendError("an ONNX graph runs in the precision it was exported in (export.py --half); "
+                           f"--precision {precision} applies to .pt and .weights files")
     if not weights.is_file():
         raise WeightsError(f"weights file not found: {weights}")
     try:

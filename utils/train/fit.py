@@ -20,7 +20,7 @@ import torch.distributed as dist
 from nets.loss import YOLOLoss
 from nets.weights import load_weights
 from nets.yolo import build_model
-from utils.config.files import read_anchors, read_classes
+from utils.config.files import read_anchors, read_classes, resolve_path
 from utils.config.load import save_config
 from utils.config.schema import Config
 from utils.data.augment import AugmentParams
@@ -82,8 +82,9 @@ class Run:
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         self.freeze_epochs = cfg.train.freeze_epochs
         if self.freeze_epochs and not cfg.model.weights:
-            LOGGER.warning("train.freeze_epochs = %d, but model.weights is empty: a random backbone must not be frozen, "
-                           "so it trains from the first epoch", self.freeze_epochs)
+            if self.main:
+                LOGGER.warning("train.freeze_epochs = %d, but model.weights is empty: a random backbone must not be frozen, "
+                               "so it trains from the first epoch", self.freeze_epochs)
             self.freeze_epochs = 0
         self.classes = read_classes(cfg.data.classes_path)
         self.anchors = read_anchors(cfg.model.anchors_path)
@@ -124,7 +125,7 @@ class Run:
         cfg, device = self.cfg, self.device
         self.net = build_model(cfg.model.name, len(self.classes), cfg.model.obj_prior, cfg.model.cls_prior)
         if cfg.model.weights and starting_weights:
-            load_weights(self.net, cfg.model.weights)
+            load_weights(self.net, resolve_path(cfg.model.weights))  # as check_start_weights found it
         self.net.to(device)
         if cfg.train.channels_last:
             self.net.to(memory_format=torch.channels_last)
