@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     rows = per_class_table(result, records, classes)
     skipped = f" ({result['unreadable']} could not be decoded and are left out)" if result["unreadable"] else ""
-    print(f"{len(records)} images of {', '.join(splits)}{skipped} at {cfg.model.input_size}, {seconds:.1f} s")
+    print(f"{len(records)} images of {', '.join(splits)}{skipped} at {cfg.model.input_size}, {seconds:.1f} s "
+          f"({backend.kind}, {backend.precision})")
     print(format_table(rows, result))
 
     out_dir = next_run_dir(args.save_dir)
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "ground_truth.json").write_text(json.dumps(coco_ground_truth(records, classes)))
     summary = {"weights": str(args.weights), "splits": splits, "images": len(records), "unreadable": result["unreadable"],
                "seconds": round(seconds, 2),
+               "precision": backend.precision,
                "map50": result["map50"], "map50_07": result["map50_07"], "map50_95": result["map50_95"],
                "coco": {k: v for k, v in result["coco"].items() if k != "per_class_AP50_95"}, "per_class": rows}
     if args.plots:

@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if save_dir is not None and args.save_json:
         (save_dir / "predictions.json").write_text(json.dumps(pred.json_rows))
     per_image = {k: round(v * 1e3 / max(pred.images, 1), 2) for k, v in pred.timer.total.items()}
-    summary = {"source": args.source, "backend": backend.kind, "images": pred.images, "skipped": skipped,
+    summary = {"source": args.source, "backend": backend.kind, "precision": backend.precision, "images": pred.images, "skipped": skipped,
                "detections": sum(pred.counts.values()), "per_class": dict(sorted(pred.counts.items())),
                "ms_per_image": per_image, "fps": round(pred.images / seconds, 1) if seconds else None,
                "save_dir": str(save_dir) if save_dir else None}
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         found = ", ".join(f"{n} {k}" for k, n in summary["per_class"].items()) or "nothing"
         print(f"{pred.images} image(s), {summary['detections']} detections ({found}); "
               f"{per_image.get('pre', 0):.1f} ms pre, {per_image.get('model', 0):.1f} ms model, "
-              f"{per_image.get('post', 0):.1f} ms post per image")
+              f"{per_image.get('post', 0):.1f} ms post per image ({backend.kind}, {backend.precision})")
         if skipped:
             print(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}")
         if save_dir is not None:

@@ -76,6 +76,8 @@ def test_find_config_looks_in_configs(tmp_path: Path, monkeypatch: pytest.Monkey
         ("model.cls_prior=0.1", "model", "cls_prior", 0.1),
         ("train.save_dir=runs/x y", "train", "save_dir", "runs/x y"),
         ("train.amp=off", "train", "amp", "off"),  # YAML 1.1 reads a bare off as false; the choice is the word
+        ("train.channels_last=true", "train", "channels_last", "on"),  # the boolean of earlier configs still works
+        ("train.channels_last=false", "train", "channels_last", "off"),
     ],
 )
 def test_override_of_each_type(override: str, section: str, key: str, expected: object) -> None:

@@ -26,6 +26,7 @@ from utils.data.dataset import _to_tensor
 from utils.infer.backend import Backend, BackendError, load_backend
 from utils.infer.draw import class_colour, draw_detections
 from utils.infer.postprocess import DecodeSpec, detect
+from utils import runtime
 from utils.train.checkpoint import save_checkpoint
 
 CLASSES = ["circle", "square", "triangle", "diamond", "cross", "ring"]
@@ -225,6 +226,7 @@ def test_onnx_matches_pytorch_raw_outputs_and_boxes(tmp_path: Path, checkpoint: 
     ort = load_backend(onnx_path)
     with pytest.raises(BackendError, match="exported in"):
         load_backend(onnx_path, precision="bf16")
+    assert load_backend(onnx_path, precision="auto").precision == "fp32"  # a graph runs as it was exported
     assert ort.kind == "onnxruntime" and ort.class_names == CLASSES and ort.spec == ref.spec
     assert (ort.fixed_batch is None) == dynamic
     x = letterboxed(3)  # a fixed-batch graph is fed one image at a time
@@ -265,6 +267,12 @@ def test_pytorch_backend_layout_and_precision(checkpoint: Path) -> None:
         assert 1e-4 < err < 0.05
     with pytest.raises(BackendError, match="CUDA"):
         load_backend(checkpoint, precision="fp16")
+    # --precision auto (the CLIs' default): bf16 where the CPU has the instructions, else float32
+    for native, dtype, name in ((True, torch.bfloat16, "bf16"), (False, torch.float32, "fp32")):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
+            auto = load_backend(checkpoint, precision="auto")
+        assert next(auto.model.parameters()).dtype == dtype and auto.precision == name
     with pytest.raises(BackendError, match="precision must be"):
         load_backend(checkpoint, precision="int8")
 
@@ -285,7 +293,9 @@ def test_predict_and_eval_take_the_onnx_file(tmp_path: Path, checkpoint: Path, c
     src = tmp_path / "one.jpg"
     cv2.imwrite(str(src), image())
     common = ["--source", str(src), "--save-txt", "--conf", "0.02", "--no-save"]
-    assert predict_cli.main(["--weights", str(checkpoint), *common, "--save-dir", str(tmp_path / "pt")]) == 0
+    # PyTorch in float32, as the graph was exported (--precision auto would pick bf16 on a CPU with bfloat16)
+    fp32 = ["--precision", "fp32"]
+    assert predict_cli.main(["--weights", str(checkpoint), *common, *fp32, "--save-dir", str(tmp_path / "pt")]) == 0
     assert predict_cli.main(["--weights", str(onnx_path), *common, "--save-dir", str(tmp_path / "onnx")]) == 0
     rows_pt = read_txt(tmp_path / "pt" / "exp" / "labels" / "one.txt")
     rows_onnx = read_txt(tmp_path / "onnx" / "exp" / "labels" / "one.txt")
@@ -296,7 +306,7 @@ def test_predict_and_eval_take_the_onnx_file(tmp_path: Path, checkpoint: Path, c
     results = {}
     for name, weights in (("pt", checkpoint), ("onnx", onnx_path)):
         out = tmp_path / f"{name}.json"
-        assert eval_cli.main(["--weights", str(weights), "--json", str(out), "--save-dir", str(tmp_path / "eval")]) == 0
+        assert eval_cli.main(["--weights", str(weights), "--json", str(out), "--save-dir", str(tmp_path / "eval"), *fp32]) == 0
         results[name] = json.loads(out.read_text())
     assert results["onnx"]["images"] == results["pt"]["images"] == 4
     # the random model scores about 0 either way, so the comparison is of the detections themselves: each of

@@ -82,6 +82,28 @@ def test_bf16_autocast_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert math.isfinite(result["map50"])
 
 
+def test_the_defaults_pick_bf16_and_channels_last_on_a_cpu_with_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # train.amp=auto and train.channels_last=auto (the defaults): on a CPU with bfloat16 instructions the maps reach
+    # the loss in bfloat16 and from channels_last convolutions, and the run's summary says so and why
+    from utils import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    seen: list[tuple[torch.dtype, bool]] = []
+    forward = YOLOLoss.forward
+
+    def spy(self, outputs, targets):
+        seen.append((outputs[0].dtype, outputs[0].is_contiguous(memory_format=torch.channels_last)))
+        return forward(self, outputs, targets)
+
+    monkeypatch.setattr(YOLOLoss, "forward", spy)
+    caplog.set_level(logging.INFO)
+    fit(tiny_cfg(tmp_path, "train.epochs=1"))
+    assert seen[:2] == [(torch.bfloat16, True)] * 2
+    assert "precision: bf16 autocast (train.amp=auto: this CPU has bfloat16 instructions); channels_last on " \
+           "(train.channels_last=auto)" in caplog.text
+
+
 def test_resume_refuses_another_model(tmp_path: Path) -> None:
     first = fit(tiny_cfg(tmp_path, "train.epochs=2"), stop_after=1)
     last = Path(first["run_dir"]) / "last.pt"

@@ -27,6 +27,7 @@ from utils.config.files import read_anchors, read_classes
 from utils.config.load import load_config
 from utils.config.schema import Config
 from utils.infer.postprocess import DecodeSpec
+from utils.runtime import inference_precision, warn_if_bf16_emulated
 from utils.train.checkpoint import ModelCard, read_run
 
 
@@ -54,6 +55,7 @@ class Backend:
     fixed_size: bool = False  # ... and only its input size
     dtype: torch.dtype = torch.float32  # input dtype (float16 for a --half export; the model's for PyTorch)
     channels_last: bool = False  # PyTorch: the model and its input in channels_last
+    precision: str = "fp32"  # what --precision resolved to (fp32 | bf16 | fp16)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -100,8 +102,9 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 def add_precision_arg(parser) -> None:
     """predict.py's and eval.py's ``--precision`` (see :func:`load_backend`)."""
-    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
-                        help="PyTorch weights: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX); fp16 needs CUDA")
+    parser.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
+                        help="PyTorch weights: auto = fp16 on CUDA, bf16 on a CPU with bfloat16 instructions (AVX512-BF16, "
+                             "AMX), else fp32; ONNX graphs run as exported")
 
 
 def load_backend(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
@@ -112,17 +115,17 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
 
     PyTorch only: ``precision`` fp32 | bf16 | fp16 casts the model and its input (outputs come
     back as float32); bf16 pays off on CPUs with native bfloat16 (AVX512-BF16, AMX), fp16 needs
-    CUDA. ``channels_last`` runs the model in that memory layout; by default on the CPU, where it
+    CUDA; ``auto`` picks fp16 on CUDA, bf16 on such a CPU, else fp32 (an ONNX graph: as exported). ``channels_last`` runs the model in that memory layout; by default on the CPU, where it
     is faster for these convolutions (bench/bench_infer.py), and on CUDA in half precision only.
     An ONNX graph's precision is set at export.
     """
     device = torch.device(device)
     weights = Path(weights)
+    if precision == "auto":
+        precision = "fp32" if weights.suffix.lower() == ".onnx" else inference_precision("auto", device)
     if precision not in PRECISIONS:
-        raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+        raise BackendError(f"precision must be one of auto, {', '.join(PRECISIONS)}, got '{precision}'")
     if weights.suffix.lower() != ".onnx":
-        from utils.runtime import warn_if_bf16_emulated
-
         if precision == "fp16" and device.type != "cuda":
             raise BackendError("fp16 inference needs a CUDA device; on the CPU use bf16")
         if precision == "bf16":
@@ -137,7 +140,7 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
             model.to(memory_format=torch.channels_last)
         spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
         return Backend("pytorch", cfg, classes, anchors, spec, cfg.model.input_size, device, model=model,
-                       dtype=PRECISIONS[precision], channels_last=channels_last)
+                       dtype=PRECISIONS[precision], channels_last=channels_last, precision=precision)
     if precision != "fp32":
         raise BackendError("an ONNX graph runs in the precision it was exported in (export.py --half); "
                            f"--precision {precision} applies to .pt and .weights files")
@@ -166,7 +169,8 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
     fixed_size = isinstance(shape[2], int)
     dtype = torch.float16 if "float16" in session.get_inputs()[0].type else torch.float32
     return Backend("onnxruntime", cfg, card.class_names, anchors, spec, card.input_size,
-                   torch.device("cpu"), session=session, fixed_batch=fixed_batch, fixed_size=fixed_size, dtype=dtype)
+                   torch.device("cpu"), session=session, fixed_batch=fixed_batch, fixed_size=fixed_size, dtype=dtype,
+                   precision="fp16" if dtype == torch.float16 else "fp32")
 
 
 def load_model(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),

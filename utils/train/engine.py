@@ -37,7 +37,7 @@ BAR_EVERY = 10  # iterations between progress-bar updates (each reads the runnin
 
 def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: int, epochs: int, base_lr: float,
                     warmup_iters: int, start_iter: int, accumulate: int, ema: ModelEMA | None, scaler, dtype,
-                    stop_requested, show: bool, world: int) -> dict[str, Any]:
+                    channels_last: bool, stop_requested, show: bool, world: int) -> dict[str, Any]:
     """One pass over ``loader``; returns mean loss terms, the last lr, counts, and whether a stop was asked."""
     n = len(loader)
     # loc, conf, cls, total, num_pos, collisions: summed on the device; read back only for the bar and at the end
@@ -53,7 +53,7 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
         it = start_iter + i
         lr = set_lr(optimizer, cfg.train, (epoch + i / n) / epochs, it, warmup_iters, base_lr)
         images = images.to(device, non_blocking=True)
-        if cfg.train.channels_last:
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):

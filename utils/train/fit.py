@@ -29,7 +29,7 @@ from utils.data.records import class_counts
 from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
 from utils.infer.postprocess import DecodeSpec
-from utils.runtime import amp_dtype, dist_info, next_run_dir, seed_everything, select_device, unwrap
+from utils.runtime import amp_dtype, channels_last_on, dist_info, next_run_dir, seed_everything, select_device, unwrap
 from utils.train import report
 from utils.train.checkpoint import ModelCard, TrainingState, check_start_weights, read_run, rng_state, save_run, set_rng_state
 from utils.train.ema import ModelEMA
@@ -127,7 +127,8 @@ class Run:
         if cfg.model.weights and starting_weights:
             load_weights(self.net, resolve_path(cfg.model.weights))  # as check_start_weights found it
         self.net.to(device)
-        if cfg.train.channels_last:
+        self.channels_last = channels_last_on(cfg.train.channels_last, device)
+        if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.loss_fn = YOLOLoss.from_config(cfg, len(self.classes), self.anchors, self.net.strides,
                                             self.net.anchor_masks).to(device)
@@ -234,7 +235,7 @@ class Run:
         return train_one_epoch(self.model, self.loss_fn, loader, self.optimizer, self.device, cfg=cfg, epoch=epoch,
                                epochs=self.epochs, base_lr=base_lr, warmup_iters=round(cfg.train.warmup_epochs * len(loader)),
                                start_iter=self.iteration, accumulate=accumulate, ema=self.ema, scaler=self.scaler,
-                               dtype=self.dtype, stop_requested=lambda: bool(self.stop.asked), show=self.main, world=world)
+                               dtype=self.dtype, channels_last=self.channels_last, stop_requested=lambda: bool(self.stop.asked), show=self.main, world=world)
 
     def fit_to_time_budget(self) -> bool:
         """With ``train.time_limit``, the epoch count that fits the budget, from the time epochs and evaluations

@@ -10,11 +10,23 @@ from nets.yolo import model_summary
 from utils.data.records import class_counts
 from utils.metrics.voc import format_table, per_class_table
 from utils.plots import plot_evaluation, plot_labels, plot_results, save_batch_pictures, save_train_batch
+from utils.runtime import precision_name
 
 if TYPE_CHECKING:
     from utils.train.fit import Run
 
 LOGGER = logging.getLogger(__name__)
+
+
+def _precision_words(setting: str, dtype, device) -> str:
+    """What autocast a run uses and, for ``train.amp=auto``, why."""
+    name = precision_name(dtype)
+    words = f"{name} autocast" if dtype is not None else "float32 (no autocast)"
+    if setting != "auto":
+        return f"{words} (train.amp={setting})"
+    why = ("CUDA" if device.type == "cuda" else
+           "this CPU has bfloat16 instructions" if dtype is not None else "this CPU has no bfloat16 instructions")
+    return f"{words} (train.amp=auto: {why})"
 
 
 def announce(run: Run) -> None:
@@ -29,6 +41,8 @@ def announce(run: Run) -> None:
                 len(run.val_records), ", ".join(f"{c} {n}" for c, n in zip(classes, counts, strict=True)))
     LOGGER.info("model: %s, %s parameters, %.2f GFLOPs at %d; device %s%s", cfg.model.name, f"{summary['params']:,}",
                 summary["gflops"], cfg.model.input_size, run.device, f", world {run.world}" if run.world > 1 else "")
+    LOGGER.info("precision: %s; channels_last %s", _precision_words(cfg.train.amp, run.dtype, run.device),
+                f"{'on' if run.channels_last else 'off'}{' (train.channels_last=auto)' if cfg.train.channels_last == 'auto' else ''}")
     LOGGER.info("objectness: %s; classes: %s, label smoothing %s",
                 f"focal (alpha {lf.focal_alpha}, gamma {lf.focal_gamma}, ratio {lf.focal_loss_ratio}, normalize "
                 f"{lf.focal_normalize})" if lf.focal_loss else "BCE", "focal" if lf.focal_cls else "BCE",

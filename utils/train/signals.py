@@ -8,6 +8,10 @@ import signal
 LOGGER = logging.getLogger(__name__)
 
 
+def _ignore(_signum: int, _frame) -> None:
+    """A signal handler that does nothing."""
+
+
 class StopSignals:
     """While entered, SIGINT and SIGTERM set :attr:`asked` (the signal's number) instead of ending the process."""
 
@@ -22,7 +26,9 @@ class StopSignals:
         if hasattr(signal, "SIGCHLD") and not self._sigchld:
             # a process group's SIGTERM also ends the DataLoader's workers, and PyTorch's SIGCHLD handler would raise
             # in the middle of the step (even between the optimizer's updates): from now on their end is expected
-            self._sigchld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+            # (a no-op handler, not SIG_DFL: a SIGCHLD already on its way must still find a Python handler, or
+            # Python prints "Signal 17 ignored due to race condition" with a traceback)
+            self._sigchld.append(signal.signal(signal.SIGCHLD, _ignore))
 
     def __enter__(self) -> StopSignals:
         self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
