@@ -32,7 +32,7 @@ from tqdm import tqdm
 from nets.weights import WeightsError
 from utils.config.load import add_config_args
 from utils.config.schema import ConfigError
-from utils.console import one_line_errors
+from utils.console import one_line_errors, progress
 from utils.data.augment import letterbox, unletterbox_boxes
 from utils.data.dataset import _to_tensor
 from utils.data.images import ImageReadError, read_image
@@ -175,7 +175,7 @@ def display_available() -> bool:
 
 def run_images(pred: Predictor, source: Source, args: argparse.Namespace, skipped: list[str]) -> None:
     files = source.files
-    bar = tqdm(total=len(files), desc="images", unit="img", disable=len(files) == 1 or args.json)
+    bar = progress(total=len(files), desc="images", unit="img", enabled=len(files) > 1 and not args.json)
     for start in range(0, len(files), args.batch):
         chunk = files[start:start + args.batch]
         frames, names = [], []
@@ -214,7 +214,7 @@ def run_stream(pred: Predictor, source: Source, args: argparse.Namespace) -> Non
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if source.kind == "video" else 0
     stem = source.path.stem if source.kind == "video" else f"webcam{source.camera}"
     writer = None
-    bar = tqdm(total=total or None, desc=stem, unit="frame", disable=args.json)
+    bar = progress(total=total or None, desc=stem, unit="frame", enabled=not args.json)
     index = 0
     try:
         while True:

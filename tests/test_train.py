@@ -83,7 +83,8 @@ def test_bf16_autocast_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_defaults_pick_bf16_and_channels_last_on_a_cpu_with_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+                                                                     caplog: pytest.LogCaptureFixture,
+                                                                     capsys: pytest.CaptureFixture) -> None:
     # train.amp=auto and train.channels_last=auto (the defaults): on a CPU with bfloat16 instructions the maps reach
     # the loss in bfloat16 and from channels_last convolutions, and the run's summary says so and why
     from utils import runtime
@@ -102,6 +103,9 @@ def test_the_defaults_pick_bf16_and_channels_last_on_a_cpu_with_bf16(tmp_path: P
     assert seen[:2] == [(torch.bfloat16, True)] * 2
     assert "precision: bf16 autocast (train.amp=auto: this CPU has bfloat16 instructions); channels_last on " \
            "(train.channels_last=auto)" in caplog.text
+    # stderr is not a terminal here: the epoch's progress is one plain line, not carriage-return updates
+    err = capsys.readouterr().err
+    assert "\r" not in err and "epoch 1/1: 2/2 (100%), " in err
 
 
 def test_resume_refuses_another_model(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from utils.console import progress as progress_bar
 from utils.data.augment import unletterbox_boxes
 from utils.data.dataset import LetterboxDataset, collate_letterbox, worker_init
 from utils.data.records import Record
@@ -45,8 +45,7 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     bad = consecutive = done = 0
     lr = 0.0
     images_seen, t0 = 0, time.perf_counter()
-    bar = tqdm(_batches(loader, stop_requested), total=n, desc=f"epoch {epoch + 1}/{epochs}", disable=not show,
-               leave=True, dynamic_ncols=True)
+    bar = progress_bar(_batches(loader, stop_requested), total=n, desc=f"epoch {epoch + 1}/{epochs}", enabled=show)
     optimizer.zero_grad(set_to_none=True)
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
     for i, (images, targets) in enumerate(bar):
@@ -137,8 +136,8 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
     unreadable: list[int] = []  # images that failed to decode: counted, and left out of the metrics
     loss_sum = {"loc": 0.0, "conf": 0.0, "cls": 0.0}
     n_batches = 0
-    for images, indices, infos, failed in tqdm(loader, desc="eval", disable=not progress, leave=False,
-                                               dynamic_ncols=True):
+    for images, indices, infos, failed in progress_bar(loader, total=len(loader), desc="eval", enabled=progress,
+                                                       leave=False):
         unreadable += failed
         if images is None:
             continue
