@@ -83,13 +83,38 @@ def test_workers_give_the_same_batches(tmp_path: Path) -> None:
         assert torch.equal(ia, ib) and torch.equal(ta, tb)
 
 
+def test_a_loader_that_lasts_the_run_gives_the_stream_of_a_loader_per_epoch(tmp_path: Path) -> None:
+    # the training loader is built once and its workers persist; the epoch reaches them through the sampler's keys.
+    # Reference, written here: per epoch, the order torch.randperm draws from seed + epoch (what a RandomSampler
+    # seeded so gives), each sample taken in that epoch, mosaic off for the last close_mosaic epochs
+    records = rect_records(tmp_path, 8)
+    seed, epochs = 5, 4
+    ds = TrainDataset(records, 96, mosaic=1.0, mixup=0.5, close_mosaic=2, epochs=epochs, seed=seed)
+    loader = build_train_loader(ds, 4, workers=2, seed=seed)
+    workers = None
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        got = list(loader)
+        if workers is None:
+            workers = loader._iterator  # noqa: SLF001 - the persistent iterator owns the worker processes
+        assert loader._iterator is workers  # noqa: SLF001 - the same workers every epoch
+        reference = TrainDataset(records, 96, mosaic=1.0, mixup=0.5, close_mosaic=2, epochs=epochs, seed=seed)
+        reference.set_epoch(epoch)
+        order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        expected = [collate([reference[i] for i in order[b:b + 4]]) for b in (0, 4)]
+        assert len(got) == len(expected) == 2
+        for (ia, ta), (ib, tb) in zip(got, expected, strict=True):
+            assert torch.equal(ia, ib) and torch.equal(ta, tb), epoch
+    assert ds.mosaic_on_in(1) and not ds.mosaic_on_in(2)  # the stream did switch mosaic off at epoch 2
+
+
 def test_distributed_sampler_splits_the_epoch(tmp_path: Path) -> None:
     ds = TrainDataset(rect_records(tmp_path, 8), 64, mosaic=0.0)
     seen = []
     for rank in range(2):
         loader = build_train_loader(ds, 2, rank=rank, world_size=2, seed=0)
         loader.sampler.set_epoch(0)
-        seen.append(list(loader.sampler))
+        seen.append([index for index, epoch, _ in loader.sampler if epoch == 0])
     assert len(seen[0]) == len(seen[1]) == 4
     assert sorted(seen[0] + seen[1]) == list(range(8))
 

@@ -300,6 +300,21 @@ def test_the_epochs_that_fit_a_time_budget() -> None:
     assert epochs_in_budget(100, 99, 10, 4, 2, done=3, most=50) == 3  # over budget: stop at what is done
 
 
+def test_a_run_plans_its_epochs_from_training_time_with_evaluations_apart() -> None:
+    # Run.fit_to_time_budget on a run's bookkeeping: 3 epochs of 10 s of training, one 4 s evaluation (at epoch 2),
+    # so 34 s elapsed, evaluations every 2 epochs, 100 s budget. By hand: 100 - 34 - 4 (the final evaluation) = 62 s
+    # left at 10 + 4 / 2 = 12 s an epoch -> 5 more, 8 in all (8 x 10 + 4 evaluations x 4 = 96 s <= 100, and a ninth
+    # epoch would not fit). Counting the evaluation inside the epochs' time (34 / 3 s) would plan 7.
+    from types import SimpleNamespace
+
+    from utils.train.fit import Run
+
+    cfg = load_config("shapes.yaml", ["train.time_limit=1.6667", "train.eval_period=2", "train.epochs=50"])
+    run = SimpleNamespace(cfg=cfg, epoch=2, epochs=50, train_seconds=[10.0] * 3, eval_seconds=[4.0], main=False,
+                          elapsed=lambda: 34.0)
+    assert Run.fit_to_time_budget(run) is False and run.epochs == 8
+
+
 def test_voc_yaml_without_its_backbone_stops_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import train
 

@@ -5,7 +5,8 @@ A batch is ``(images [B, 3, H, W] float in [0, 1] RGB, targets [M, 6])`` with ta
 
 Augmentation is a function of ``(seed, epoch, index)``: each sample draws from its own
 ``numpy.random.Generator``, so the stream is the same whatever the number of workers or the
-sampler's split across ranks. Difficult objects are not training targets (they stay in the
+sampler's split across ranks. The training loader's :class:`EpochSampler` hands each worker the
+epoch with the index, so the loader and its workers last the whole run (no start-up per epoch). Difficult objects are not training targets (they stay in the
 records for evaluation). An image that fails to decode during an epoch (it passed the checks
 when the split was read, then changed on disk) is replaced by another sample and logged; it
 never stops the epoch.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -55,12 +56,16 @@ class TrainDataset(Dataset):
         return len(self.records)
 
     def set_epoch(self, epoch: int) -> None:
-        """Set before each epoch's loader is iterated (workers are created per epoch and copy it)."""
+        """The epoch of ``dataset[index]``; a loader's workers get theirs from :class:`EpochSampler` instead."""
         self.epoch = epoch
+
+    def mosaic_on_in(self, epoch: int) -> bool:
+        """Whether mosaic (and mixup) may be drawn in ``epoch``: off for the last ``close_mosaic`` epochs."""
+        return epoch < self.epochs - self.close_mosaic
 
     @property
     def mosaic_on(self) -> bool:
-        return self.epoch < self.epochs - self.close_mosaic
+        return self.mosaic_on_in(self.epoch)
 
     def load(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image BGR, boxes [n, 4], labels [n]) of a record, difficult objects removed; a failed decode
@@ -90,9 +95,12 @@ class TrainDataset(Dataset):
         picks = [index] + [int(i) for i in rng.integers(len(self.records), size=3)]
         return mosaic([self.load(i, rng) for i in picks], self.size, rng, self.params)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.mosaic_on and rng.random() < self.mosaic_p:
+    def __getitem__(self, key: int | tuple[int, int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sample ``key``: an index (in the epoch of :meth:`set_epoch`), or :class:`EpochSampler`'s
+        ``(index, epoch, mosaic on)``."""
+        index, epoch, mosaic_on = key if isinstance(key, tuple) else (key, self.epoch, self.mosaic_on)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        if mosaic_on and rng.random() < self.mosaic_p:
             img, boxes, labels = self._mosaic(index, rng)
             if rng.random() < self.mixup_p:
                 other = self._mosaic(int(rng.integers(len(self.records))), rng)
@@ -167,23 +175,54 @@ def worker_init(worker_id: int) -> None:  # noqa: ARG001
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class EpochSampler(torch.utils.data.Sampler):
+    """The training order as ``(index, epoch, mosaic on)`` keys for :meth:`TrainDataset.__getitem__`.
+
+    One rank: a permutation of the dataset drawn from ``seed + epoch`` (what a ``RandomSampler`` with a
+    generator seeded so gives); several: ``DistributedSampler``'s share for the rank. A sampler runs in the
+    main process, so :meth:`set_epoch` reaches workers that persist across epochs through the keys, and an
+    epoch's order does not depend on the epochs before it (a resumed run sees the same batches).
+    """
+
+    def __init__(self, dataset: TrainDataset, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False) -> None:
+        from torch.utils.data import DistributedSampler
+
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.shard = (DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                         drop_last=drop_last) if world_size > 1 else None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.shard is not None:
+            self.shard.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.shard) if self.shard is not None else len(self.dataset)
+
+    def __iter__(self) -> Iterator[tuple[int, int, bool]]:
+        if self.shard is not None:
+            order = list(self.shard)
+        else:
+            order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        mosaic_on = self.dataset.mosaic_on_in(self.epoch)
+        return iter([(i, self.epoch, mosaic_on) for i in order])
+
+
 def build_train_loader(dataset: TrainDataset, batch_size: int, workers: int = 0, seed: int = 0,
                        rank: int = 0, world_size: int = 1, drop_last: bool | None = None) -> torch.utils.data.DataLoader:
-    """A shuffling loader over ``dataset``; with ``world_size > 1`` a DistributedSampler gives each rank
-    its share. Call ``loader.sampler.set_epoch(e)`` (when distributed) and ``dataset.set_epoch(e)`` per epoch.
+    """A shuffling loader over ``dataset`` for the whole run (or a phase of it): call ``loader.sampler.set_epoch(e)``
+    before each epoch (:class:`EpochSampler`). Its workers persist across epochs; with ``world_size > 1`` each
+    rank gets its share.
 
     ``drop_last=None`` drops an epoch's last, partial batch only where each rank has at least one full
     batch: a split smaller than one batch trains on a smaller batch, never zero steps.
     """
-    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+    from torch.utils.data import DataLoader
 
     if drop_last is None:
         drop_last = math.ceil(len(dataset) / world_size) >= batch_size
-
-    if world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
-    else:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    sampler = EpochSampler(dataset, seed, rank, world_size, drop_last)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                       drop_last=drop_last, worker_init_fn=worker_init if workers else None,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)

@@ -45,7 +45,8 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     bad = consecutive = done = 0
     lr = 0.0
     images_seen, t0 = 0, time.perf_counter()
-    bar = progress_bar(_batches(loader, stop_requested), total=n, desc=f"epoch {epoch + 1}/{epochs}", enabled=show)
+    waits: list[float] = []  # seconds each batch was waited for: the time the loader did not keep up
+    bar = progress_bar(_batches(loader, stop_requested, waits), total=n, desc=f"epoch {epoch + 1}/{epochs}", enabled=show)
     optimizer.zero_grad(set_to_none=True)
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
     for i, (images, targets) in enumerate(bar):
@@ -97,12 +98,15 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     sums = acc.tolist()
     means = {k: v / max(done, 1) for k, v in zip(("loc", "conf", "cls", "total"), sums[:4], strict=True)}
     return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(),
-            "num_pos": int(sums[4]), "collisions": int(sums[5])}
+            "num_pos": int(sums[4]), "collisions": int(sums[5]), "data_seconds": sum(waits),
+            "first_batch_seconds": waits[0] if waits else 0.0}
 
 
-def _batches(loader, stop_requested):
-    """The loader's batches. When a stop was asked and the loader fails, the epoch ends there without an error:
-    a process group's SIGTERM (a job scheduler's) also kills the loader's workers, which is the stop's doing."""
+def _batches(loader, stop_requested, waits: list[float]):
+    """The loader's batches, with the seconds each was waited for appended to ``waits``. When a stop was asked
+    and the loader fails, the epoch ends there without an error: a process group's SIGTERM (a job scheduler's)
+    also kills the loader's workers, which is the stop's doing."""
+    t0 = time.perf_counter()
     it = iter(loader)
     while True:
         try:
@@ -113,7 +117,9 @@ def _batches(loader, stop_requested):
             if stop_requested():
                 return
             raise
+        waits.append(time.perf_counter() - t0)
         yield batch
+        t0 = time.perf_counter()
 
 
 @torch.inference_mode()
@@ -155,6 +161,18 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
             dets[i] = r
     if is_module:
         model.train(was_training)
+    result = score_detections(dets, records, num_classes, eval_cfg, unreadable)
+    if loss_fn is not None:
+        result["val_loss"] = {k: v / max(n_batches, 1) for k, v in loss_sum.items()}
+    return result
+
+
+def score_detections(dets: Sequence[np.ndarray], records: Sequence[Record], num_classes: int, eval_cfg,
+                     unreadable: Sequence[int] = ()) -> dict[str, Any]:
+    """The metrics of detections ``[n, 6]`` (x1, y1, x2, y2, score, class in original pixels), one array per
+    record: VOC AP at ``eval_cfg.match_iou`` (all-point and 07 11-point), P and R at the best-F1 score, COCO
+    AP@[.5:.95] and the confusion matrix. Records listed in ``unreadable`` are left out."""
+    dets = list(dets)
     scored_dets, scored = dets, records
     if unreadable:
         LOGGER.warning("%d of %d images could not be decoded and are left out of the evaluation", len(unreadable),
@@ -166,9 +184,5 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
     confusion = confusion_matrix(scored_dets, scored, num_classes, eval_cfg.score_thres, eval_cfg.match_iou)
     with np.errstate(all="ignore"):  # all-NaN (no class with ground truth) stays NaN
         p, r = float(np.nanmean(voc["p_at_best_f1"])), float(np.nanmean(voc["r_at_best_f1"]))
-    result = {"map50": voc["map"], "map50_07": voc["map07"], "map50_95": coco["AP50_95"], "coco": coco, "voc": voc,
-              "precision": p, "recall": r, "confusion": confusion,
-              "dets": dets, "unreadable": len(unreadable)}
-    if loss_fn is not None:
-        result["val_loss"] = {k: v / max(n_batches, 1) for k, v in loss_sum.items()}
-    return result
+    return {"map50": voc["map"], "map50_07": voc["map07"], "map50_95": coco["AP50_95"], "coco": coco, "voc": voc,
+            "precision": p, "recall": r, "confusion": confusion, "dets": dets, "unreadable": len(unreadable)}

@@ -90,7 +90,8 @@ class Run:
         self.anchors = read_anchors(cfg.model.anchors_path)
         self.stop = StopSignals()  # stop.asked: the signal that asked the run to stop, 0 = none
         self.log: EpochLog | None = None  # results.csv and TensorBoard (rank 0)
-        self.eval_seconds: list[float] = []
+        self.eval_seconds: list[float] = []  # each evaluation's, this invocation
+        self.train_seconds: list[float] = []  # each epoch's training (evaluation apart), this invocation
         self.metrics: dict[str, Any] = {}  # the latest evaluation
 
     # ------------------------------------------------------------------ setup
@@ -165,6 +166,7 @@ class Run:
                 self.best = max(self.best, best_fitness_in(self.run_dir / "best.pt"))
         if cfg.train.sync_bn and self.world > 1:
             self.net = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+        self.loader = None  # built by train_epoch, kept while the batch size stays the same
         self.dataset = TrainDataset(self.train_records, cfg.model.input_size, AugmentParams.from_config(cfg.data),
                                     mosaic=cfg.data.mosaic, mixup=cfg.data.mixup, close_mosaic=cfg.data.close_mosaic,
                                     epochs=self.epochs, seed=cfg.train.seed)
@@ -191,10 +193,11 @@ class Run:
                         self.save("last.pt", self.epoch)
                     break
                 self.iteration += out["iterations"]
+                self.train_seconds.append(time.time() - t_epoch)
                 last = self.fit_to_time_budget()
                 row = {"epoch": self.epoch + 1, "lr": out["lr"], **{f"train_{k}": v for k, v in out["loss"].items()},
                        "num_pos": out["num_pos"], "collisions": out["collisions"], "bad_steps": out["bad_steps"],
-                       "seconds": round(time.time() - t_epoch, 1)}
+                       "seconds": round(time.time() - t_epoch, 1), "data_seconds": round(out["data_seconds"], 2)}
                 evaluated = (self.epoch + 1) % self.cfg.train.eval_period == 0 or last
                 if self.main:
                     self.end_epoch(self.epoch + 1, row, evaluated)
@@ -212,16 +215,19 @@ class Run:
             if self.main:
                 self.save("last.pt", self.epoch)
             raise TrainingStopped(f"{e}; saved {self.run_dir / 'last.pt'}") from None
+        finally:
+            self.loader = None  # its workers end here
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch in its phase (backbone frozen or not, with that phase's batch size, lr and accumulation)."""
         cfg, epoch, world = self.cfg, self.epoch, self.world
         frozen = epoch < self.freeze_epochs
         batch = cfg.train.freeze_batch_size if frozen else cfg.train.batch_size
-        loader = build_train_loader(self.dataset, batch, cfg.data.workers, cfg.train.seed + epoch, self.rank, world)
-        if world > 1:
-            loader.sampler.set_epoch(epoch)
-        self.dataset.epochs = self.epochs
+        if self.loader is None or self.loader.batch_size != batch:  # one loader per phase; its workers stay
+            self.loader = build_train_loader(self.dataset, batch, cfg.data.workers, cfg.train.seed, self.rank, world)
+        loader = self.loader
+        self.dataset.epochs = self.epochs  # train.time_limit may have changed it: close_mosaic counts from the end
+        loader.sampler.set_epoch(epoch)
         self.dataset.set_epoch(epoch)
         if world > 1 and (epoch == self.start_epoch or frozen != (epoch - 1 < self.freeze_epochs)):
             # DDP hooks the parameters that need gradients when it is built: rebuild it per phase
@@ -235,14 +241,15 @@ class Run:
         return train_one_epoch(self.model, self.loss_fn, loader, self.optimizer, self.device, cfg=cfg, epoch=epoch,
                                epochs=self.epochs, base_lr=base_lr, warmup_iters=round(cfg.train.warmup_epochs * len(loader)),
                                start_iter=self.iteration, accumulate=accumulate, ema=self.ema, scaler=self.scaler,
-                               dtype=self.dtype, channels_last=self.channels_last, stop_requested=lambda: bool(self.stop.asked), show=self.main, world=world)
+                               dtype=self.dtype, channels_last=self.channels_last,
+                               stop_requested=lambda: bool(self.stop.asked), show=self.main, world=world)
 
     def fit_to_time_budget(self) -> bool:
         """With ``train.time_limit``, the epoch count that fits the budget, from the time epochs and evaluations
         took so far (at most 10x the configured count); whether the epoch just trained is the last."""
         cfg, done = self.cfg, self.epoch + 1
         if cfg.train.time_limit and done != self.epochs:
-            per_epoch = (time.time() - self.t_start) / (done - self.start_epoch)
+            per_epoch = sum(self.train_seconds) / len(self.train_seconds)  # training only: evaluations are apart
             per_eval = (sum(self.eval_seconds) / len(self.eval_seconds)) if self.eval_seconds else per_epoch * 0.2
             new_epochs = epochs_in_budget(cfg.train.time_limit * 60, self.elapsed(), per_epoch, per_eval,
                                           cfg.train.eval_period, done, 10 * cfg.train.epochs)
@@ -266,7 +273,7 @@ class Run:
             m, val_loss = self.metrics, sum(self.metrics["val_loss"].values())
             row.update({f"val_{k}": v for k, v in m["val_loss"].items()}, map50=m["map50"], map50_07=m["map50_07"],
                        map50_95=m["map50_95"], precision=m["precision"], recall=m["recall"],
-                       seconds=round(row["seconds"] + self.eval_seconds[-1], 1))
+                       seconds=round(row["seconds"] + self.eval_seconds[-1], 1), eval_seconds=round(self.eval_seconds[-1], 2))
             print(f"epoch {n}: mAP50 {m['map50']:.4f} (07: {m['map50_07']:.4f}), mAP50-95 {m['map50_95']:.4f}, "
                   f"val loss {val_loss:.4f}")
             if (m["map50"], -val_loss) > self.best:

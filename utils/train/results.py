@@ -11,7 +11,8 @@ from typing import Any
 
 LOGGER = logging.getLogger(__name__)
 CSV_FIELDS = ["epoch", "lr", "train_loc", "train_conf", "train_cls", "train_total", "val_loc", "val_conf", "val_cls",
-              "map50", "map50_07", "map50_95", "precision", "recall", "num_pos", "collisions", "bad_steps", "seconds"]
+              "map50", "map50_07", "map50_95", "precision", "recall", "num_pos", "collisions", "bad_steps", "seconds",
+              "data_seconds", "eval_seconds"]
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
