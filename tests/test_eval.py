@@ -197,9 +197,41 @@ def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path,
     # a second run gets its own folder
     assert eval_cli.main(["--weights", str(ckpt), "--save-dir", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "exp2" / "metrics.json").is_file()
+    # --detections scores a results file without a model (another detector's): the first run's detections give its
+    # metrics, with image ids as written (1..N) or as the images' file stems
+    from utils.config.load import save_config
+
+    save_config(cfg, tmp_path / "cfg.yaml")
+    by_stem = [{**d, "image_id": Path(truth.records[d["image_id"] - 1].path).stem} for d in dets]
+    (tmp_path / "by_stem.json").write_text(json.dumps(by_stem))
+    for source in (run / "detections.json", tmp_path / "by_stem.json"):
+        again = tmp_path / "again.json"
+        assert eval_cli.main(["--detections", str(source), "--config", str(tmp_path / "cfg.yaml"), "--json", str(again),
+                              "--save-dir", str(tmp_path / "runs")]) == 0
+        scored = json.loads(again.read_text())
+        for key in ("map50", "map50_07", "map50_95"):
+            assert scored[key] == pytest.approx(metrics[key], abs=1e-9), (source, key)
 
 
 def test_eval_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = ["--config", "shapes.yaml", f"data.root={tmp_path / 'data'}", "shapes.num_train=2", "shapes.num_val=2",
+           "shapes.num_test=0"]
+    bad = tmp_path / "bad.json"
+    for content, message in (("[{\"image_id\": 9, \"category_id\": 1, \"bbox\": [0, 0, 5, 5], \"score\": 0.5}]",
+                              "entry 0 names image 9, which is not in the split"),
+                             ("[{\"image_id\": 1, \"category_id\": 7, \"bbox\": [0, 0, 5, 5], \"score\": 0.5}]",
+                              "entry 0 has category_id 7; the classes are 1..6"),
+                             ("{\"images\": []}", "not a COCO results list"),
+                             ("[{\"image_id\": 1}]", "entry 0 is not a COCO result"),
+                             ("not json", "bad.json: Expecting value")):
+        bad.write_text(content)
+        assert eval_cli.main(["--detections", str(bad), *cfg]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    with pytest.raises(SystemExit):  # argparse: both or neither
+        eval_cli.main(["--detections", str(bad), "--weights", "x.pt", *cfg])
+    assert "one of the two" in capsys.readouterr().err
+
     assert eval_cli.main(["--weights", str(tmp_path / "none.pt")]) == 1
     assert capsys.readouterr().err == f"error: weights file not found: {tmp_path / 'none.pt'}\n"
     bare = tmp_path / "bare.pt"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -53,6 +54,36 @@ def coco_results(dets: Sequence[np.ndarray]) -> list[dict]:
             out.append({"image_id": i + 1, "category_id": int(row[5]) + 1, "bbox": box.tolist(), "score": float(row[4])})
     return out
 
+
+
+class ResultsFileError(ValueError):
+    """A detections file that cannot be read as COCO results for these images and classes."""
+
+
+def read_coco_results(results: Sequence[dict], gts: Sequence, num_classes: int, source: str = "") -> list[np.ndarray]:
+    """A COCO results list (what :func:`coco_results` writes, or another detector's) as one ``[n, 6]`` array per
+    image: x1, y1, x2, y2, score, class. ``image_id``: 1..I in the order of ``gts`` (ground_truth.json's ids), or
+    the image's file name or stem; ``category_id``: class + 1."""
+    if not isinstance(results, list):
+        raise ResultsFileError(f"{source}: not a COCO results list (a JSON list of detections)")
+    by_name = {}
+    for i, g in enumerate(gts):
+        by_name[Path(g.path).name] = by_name[Path(g.path).stem] = i
+    rows: list[list[list[float]]] = [[] for _ in gts]
+    for k, r in enumerate(results):
+        try:
+            image, category, (x, y, w, h), score = r["image_id"], int(r["category_id"]), r["bbox"], float(r["score"])
+        except (KeyError, TypeError, ValueError):
+            raise ResultsFileError(f"{source}: entry {k} is not a COCO result "
+                                   f"({{image_id, category_id, bbox [x, y, w, h], score}}): {r!r}") from None
+        i = image - 1 if isinstance(image, int) else by_name.get(str(image))
+        if i is None or not 0 <= i < len(gts):
+            raise ResultsFileError(f"{source}: entry {k} names image {image!r}, which is not in the split "
+                                   f"(ids 1..{len(gts)} in its order, or file names)")
+        if not 1 <= category <= num_classes:
+            raise ResultsFileError(f"{source}: entry {k} has category_id {category}; the classes are 1..{num_classes}")
+        rows[i].append([x, y, x + w, y + h, score, category - 1])
+    return [np.asarray(d, np.float32).reshape(-1, 6) for d in rows]
 
 
 def coco_evaluate(dets: Sequence[np.ndarray], gts: Sequence, class_names: Sequence[str]) -> dict[str, float]:
