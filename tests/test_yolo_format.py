@@ -64,3 +64,24 @@ def test_the_config_reads_it_and_names_must_agree(tmp_path: Path) -> None:
 def test_label_path_takes_the_last_images_folder() -> None:
     assert label_path(Path("/d/images/x/images/train/a.jpg")) == Path("/d/images/x/labels/train/a.txt")
     assert label_path(Path("/d/flat/a.png")) == Path("/d/flat/a.txt")
+
+
+def test_written_yolo_labels_read_back_as_the_records(tmp_path: Path) -> None:
+    from tests.test_dataset import rect_records
+    from utils.data.yolo import write_yolo_dataset
+
+    (tmp_path / "voc").mkdir()
+    records = rect_records(tmp_path / "voc", 4)  # every other image has a difficult third object
+    names = [f"c{i}" for i in range(16)]
+    data_yaml = write_yolo_dataset({"train": records[:3], "val": records[3:]}, names, tmp_path / "yolo")
+    for split, originals in (("train", records[:3]), ("val", records[3:])):
+        back, report = load_yolo_split(data_yaml, split, names)
+        assert not report and [r.path for r in back] == [str(tmp_path / "yolo" / "images" / split / Path(r.path).name)
+                                                                  for r in originals]
+        for got, rec in zip(back, originals, strict=True):
+            keep = ~rec.difficult  # YOLO labels have no difficult flag: those objects are left out
+            assert got.labels.tolist() == rec.labels[keep].tolist() and (got.width, got.height) == (rec.width, rec.height)
+            np.testing.assert_allclose(got.boxes, rec.boxes[keep], atol=1e-6 * max(rec.width, rec.height) * 4)
+            assert cv2.imread(got.path).shape == cv2.imread(rec.path).shape
+    with pytest.raises(FileExistsError, match="not empty"):  # nothing already there is overwritten
+        write_yolo_dataset({"train": records}, names, tmp_path / "yolo")

@@ -122,3 +122,34 @@ def load_yolo_split(root: str | Path, split: str, class_names: list[str]) -> tup
         records.append(Record(image_id, str(image), w, h, np.asarray(boxes, np.float32).reshape(-1, 4),
                               np.asarray(labels, np.int64), np.zeros(len(labels), bool)))
     return records, report
+
+
+def write_yolo_dataset(splits: dict[str, list[Record]], class_names: list[str], out: str | Path) -> Path:
+    """The records of each split written as an Ultralytics dataset under ``out`` (the inverse of the reader):
+    ``images/<split>/`` links to the images (copies where links cannot be made), ``labels/<split>/*.txt`` with a
+    line ``class cx cy w h`` (fractions) per object, difficult objects left out (YOLO labels have no such
+    flag), and ``data.yaml``. Returns the data.yaml's path. ``out`` must be new or empty: nothing is overwritten."""
+    import shutil
+
+    out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; write a YOLO dataset into a new folder")
+    for split, records in splits.items():
+        images, labels = out / "images" / split, out / "labels" / split
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        for rec in records:
+            src = Path(rec.path).resolve()
+            dst = images / src.name
+            try:
+                dst.symlink_to(src)
+            except OSError:
+                shutil.copyfile(src, dst)
+            keep = ~rec.difficult
+            lines = [f"{int(c)} {(x1 + x2) / 2 / rec.width:.6f} {(y1 + y2) / 2 / rec.height:.6f} "
+                     f"{(x2 - x1) / rec.width:.6f} {(y2 - y1) / rec.height:.6f}"
+                     for c, (x1, y1, x2, y2) in zip(rec.labels[keep], rec.boxes[keep].tolist(), strict=True)]
+            (labels / f"{src.stem}.txt").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    spec = {"path": str(out), **{split: f"images/{split}" for split in splits}, "names": list(class_names)}
+    (out / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return out / "data.yaml"
