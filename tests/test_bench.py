@@ -100,3 +100,15 @@ def test_gpu_check_runs_its_steps_in_smoke_mode(tmp_path: Path) -> None:
         assert result[part]["checks"]["resumed_to_the_end"] and result[part]["images_per_s_epoch1"] > 0
     assert result["tiny_eval_predict"]["predict_label_files"] > 0
     assert gpu_check.main(["--out", str(tmp_path / "g")]) == 1 or torch.cuda.is_available()  # no CUDA: a clear refusal
+
+
+def test_the_ultralytics_side_by_side_needs_ultralytics_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # optional: where ultralytics is not installed (CI) the bench stops at once with a one-line reason
+    import importlib.util
+
+    from bench import bench_vs_ultralytics
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ultralytics" else real(name, *a))
+    with pytest.raises(SystemExit, match="needs the ultralytics package .* not a dependency of the project"):
+        bench_vs_ultralytics.main(["--minutes", "0.1"])
