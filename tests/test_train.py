@@ -311,7 +311,7 @@ def test_a_run_plans_its_epochs_from_training_time_with_evaluations_apart() -> N
 
     cfg = load_config("shapes.yaml", ["train.time_limit=1.6667", "train.eval_period=2", "train.epochs=50"])
     run = SimpleNamespace(cfg=cfg, epoch=2, epochs=50, train_seconds=[10.0] * 3, eval_seconds=[4.0], main=False,
-                          elapsed=lambda: 34.0)
+                          planned_epochs=0, elapsed=lambda: 34.0)
     assert Run.fit_to_time_budget(run) is False and run.epochs == 8
 
 

@@ -92,6 +92,7 @@ class Run:
         self.log: EpochLog | None = None  # results.csv and TensorBoard (rank 0)
         self.eval_seconds: list[float] = []  # each evaluation's, this invocation
         self.train_seconds: list[float] = []  # each epoch's training (evaluation apart), this invocation
+        self.planned_epochs = 0  # the epoch count train.time_limit last printed
         self.metrics: dict[str, Any] = {}  # the latest evaluation
 
     # ------------------------------------------------------------------ setup
@@ -253,8 +254,10 @@ class Run:
             per_eval = (sum(self.eval_seconds) / len(self.eval_seconds)) if self.eval_seconds else per_epoch * 0.2
             new_epochs = epochs_in_budget(cfg.train.time_limit * 60, self.elapsed(), per_epoch, per_eval,
                                           cfg.train.eval_period, done, 10 * cfg.train.epochs)
-            if new_epochs != self.epochs and self.main:
-                print(f"time limit {cfg.train.time_limit} min: {new_epochs} epochs instead of {self.epochs}")
+            said = self.planned_epochs or cfg.train.epochs  # the count last printed: small re-plans stay quiet
+            if self.main and abs(new_epochs - said) >= max(2, round(0.05 * said)):
+                print(f"time limit {cfg.train.time_limit} min: {new_epochs} epochs instead of {said}")
+                self.planned_epochs = new_epochs
             self.epochs = new_epochs
         return done == self.epochs
 
