@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = next_run_dir(args.save_dir)
     (out_dir / "detections.json").write_text(json.dumps(coco_results(result["dets"])))
     (out_dir / "ground_truth.json").write_text(json.dumps(coco_ground_truth(records, classes)))
-    summary = {"weights": args.weights, "detections": args.detections, "splits": splits, "images": len(records), "unreadable": result["unreadable"],
+    summary = {"weights": args.weights, "detections": args.detections, "splits": splits, "images": len(records),
+               "unreadable": result["unreadable"],
                "seconds": round(seconds, 2),
                "precision": backend.precision if backend else None,
                "map50": result["map50"], "map50_07": result["map50_07"], "map50_95": result["map50_95"],

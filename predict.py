@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if save_dir is not None and args.save_json:
         (save_dir / "predictions.json").write_text(json.dumps(pred.json_rows))
     per_image = {k: round(v * 1e3 / max(pred.images, 1), 2) for k, v in pred.timer.total.items()}
-    summary = {"source": args.source, "backend": backend.kind, "precision": backend.precision, "images": pred.images, "skipped": skipped,
+    summary = {"source": args.source, "backend": backend.kind, "precision": backend.precision, "images": pred.images,
+               "skipped": skipped,
                "detections": sum(pred.counts.values()), "per_class": dict(sorted(pred.counts.items())),
                "ms_per_image": per_image, "fps": round(pred.images / seconds, 1) if seconds else None,
                "save_dir": str(save_dir) if save_dir else None}

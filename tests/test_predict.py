@@ -19,6 +19,7 @@ from nets.darknet import save_darknet
 from nets.weights import WeightsError
 from nets.yolo import build_model
 from predict import resolve_source
+from utils import runtime
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 from utils.data.augment import letterbox
@@ -26,7 +27,6 @@ from utils.data.dataset import _to_tensor
 from utils.infer.backend import Backend, BackendError, load_backend
 from utils.infer.draw import class_colour, draw_detections
 from utils.infer.postprocess import DecodeSpec, detect
-from utils import runtime
 from utils.train.checkpoint import save_checkpoint
 
 CLASSES = ["circle", "square", "triangle", "diamond", "cross", "ring"]

@@ -128,10 +128,10 @@ class TrainConfig:
     ema: bool = _f(True)  # keep an exponential moving average of the weights
     ema_decay: float = _f(0.9999, gt=0, lt=1)  # EMA decay once ramped up
     ema_tau: float = _f(2000.0, gt=0)  # EMA ramp time constant, iterations
-    amp: str = _f("auto", choices=("auto", "fp16", "bf16", "off"))  # autocast: auto = fp16 on CUDA, bf16 on a CPU with bfloat16 instructions (AMX, AVX512-BF16), else off
+    amp: str = _f("auto", choices=("auto", "fp16", "bf16", "off"))  # auto: CUDA fp16, CPU with AMX/AVX512-BF16 bf16, else off
     device: str = _f("auto")  # auto | cpu | cuda | cuda:N
     sync_bn: bool = _f(False)  # SyncBatchNorm under DDP
-    channels_last: str = _f("auto", choices=("auto", "on", "off"))  # channels_last memory format for the model and inputs: auto = on for the CPU
+    channels_last: str = _f("auto", choices=("auto", "on", "off"))  # channels_last model and inputs: auto = on for the CPU
     seed: int = _f(0, ge=0)  # seed of Python, NumPy and torch RNGs
     deterministic: bool = _f(False)  # ask torch for deterministic algorithms (slower)
     save_dir: str = _f("runs/train")  # parent folder of run directories (exp, exp2, ...)

@@ -6,10 +6,10 @@ A batch is ``(images [B, 3, H, W] float in [0, 1] RGB, targets [M, 6])`` with ta
 Augmentation is a function of ``(seed, epoch, index)``: each sample draws from its own
 ``numpy.random.Generator``, so the stream is the same whatever the number of workers or the
 sampler's split across ranks. The training loader's :class:`EpochSampler` hands each worker the
-epoch with the index, so the loader and its workers last the whole run (no start-up per epoch). Difficult objects are not training targets (they stay in the
-records for evaluation). An image that fails to decode during an epoch (it passed the checks
-when the split was read, then changed on disk) is replaced by another sample and logged; it
-never stops the epoch.
+epoch with the index, so the loader and its workers last the whole run (no start-up per epoch).
+Difficult objects are not training targets (they stay in the records for evaluation). An image
+that fails to decode during an epoch (it passed the checks when the split was read, then changed
+on disk) is replaced by another sample and logged; it never stops the epoch.
 """
 
 from __future__ import annotations

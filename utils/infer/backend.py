@@ -115,9 +115,10 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
 
     PyTorch only: ``precision`` fp32 | bf16 | fp16 casts the model and its input (outputs come
     back as float32); bf16 pays off on CPUs with native bfloat16 (AVX512-BF16, AMX), fp16 needs
-    CUDA; ``auto`` picks fp16 on CUDA, bf16 on such a CPU, else fp32 (an ONNX graph: as exported). ``channels_last`` runs the model in that memory layout; by default on the CPU, where it
-    is faster for these convolutions (bench/bench_infer.py), and on CUDA in half precision only.
-    An ONNX graph's precision is set at export.
+    CUDA; ``auto`` picks fp16 on CUDA, bf16 on such a CPU, else fp32 (an ONNX graph: as exported).
+    ``channels_last`` runs the model in that memory layout; by default on the CPU, where it is faster
+    for these convolutions (bench/bench_infer.py), and on CUDA in half precision only. An ONNX graph's
+    precision is set at export.
     """
     device = torch.device(device)
     weights = Path(weights)

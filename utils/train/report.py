@@ -41,8 +41,8 @@ def announce(run: Run) -> None:
                 len(run.val_records), ", ".join(f"{c} {n}" for c, n in zip(classes, counts, strict=True)))
     LOGGER.info("model: %s, %s parameters, %.2f GFLOPs at %d; device %s%s", cfg.model.name, f"{summary['params']:,}",
                 summary["gflops"], cfg.model.input_size, run.device, f", world {run.world}" if run.world > 1 else "")
-    LOGGER.info("precision: %s; channels_last %s", _precision_words(cfg.train.amp, run.dtype, run.device),
-                f"{'on' if run.channels_last else 'off'}{' (train.channels_last=auto)' if cfg.train.channels_last == 'auto' else ''}")
+    layout = f"{'on' if run.channels_last else 'off'}{' (train.channels_last=auto)' if cfg.train.channels_last == 'auto' else ''}"
+    LOGGER.info("precision: %s; channels_last %s", _precision_words(cfg.train.amp, run.dtype, run.device), layout)
     LOGGER.info("objectness: %s; classes: %s, label smoothing %s",
                 f"focal (alpha {lf.focal_alpha}, gamma {lf.focal_gamma}, ratio {lf.focal_loss_ratio}, normalize "
                 f"{lf.focal_normalize})" if lf.focal_loss else "BCE", "focal" if lf.focal_cls else "BCE",
