@@ -262,3 +262,19 @@ def test_ctrl_c_on_ablate_lets_the_run_save_then_both_exit(tmp_path: Path) -> No
     assert result["stopped"] is True
     assert 1 <= torch.load(run / "last.pt", weights_only=True)["epoch"] < 200
     assert "stopped by signal 2" in (out / "logs" / "focal_loss-false_seed0.log").read_text()
+
+
+def test_a_stop_that_kills_the_lasting_workers_as_an_epoch_starts_ends_the_epoch_quietly() -> None:
+    # the training loader's workers last the run, so starting an epoch (iter(loader)) already waits on them; a process
+    # group's SIGTERM there kills them and iter() raises. With the stop asked, the epoch ends without an error;
+    # without one, the error stands
+    from utils.train.engine import _batches
+
+    class DeadWorkers:
+        def __iter__(self):
+            raise RuntimeError("DataLoader worker (pid(s) 1) exited unexpectedly")
+
+    waits: list[float] = []
+    assert list(_batches(DeadWorkers(), lambda: True, waits)) == [] and waits == []
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        list(_batches(DeadWorkers(), lambda: False, waits))

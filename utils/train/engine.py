@@ -98,18 +98,20 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     sums = acc.tolist()
     means = {k: v / max(done, 1) for k, v in zip(("loc", "conf", "cls", "total"), sums[:4], strict=True)}
     return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(),
-            "num_pos": int(sums[4]), "collisions": int(sums[5]), "data_seconds": sum(waits),
-            "first_batch_seconds": waits[0] if waits else 0.0}
+            "num_pos": int(sums[4]), "collisions": int(sums[5]), "data_seconds": sum(waits)}
 
 
 def _batches(loader, stop_requested, waits: list[float]):
     """The loader's batches, with the seconds each was waited for appended to ``waits``. When a stop was asked
     and the loader fails, the epoch ends there without an error: a process group's SIGTERM (a job scheduler's)
-    also kills the loader's workers, which is the stop's doing."""
+    also kills the loader's workers, which is the stop's doing. Starting the epoch is inside that rule: the
+    workers last the run, and ``iter(loader)`` already waits on them."""
     t0 = time.perf_counter()
-    it = iter(loader)
+    it = None
     while True:
         try:
+            if it is None:
+                it = iter(loader)
             batch = next(it)
         except StopIteration:
             return
