@@ -4,10 +4,12 @@
 # 20% of epochs stayed within 0.005 (0.2856 at epoch 96, 0.2907 at 120), while 60 epochs stopped at 0.189
 # (the lr's decay, not a plateau of the model). About 6.5 s an epoch, 13 min a run on 2 cores with AMX; two runs
 # side by side with one core each (--jobs 2) take 33 s where one 2-core run takes 27 s (4 epochs), so the 30 runs
-# take about 4 h. Resumable: run it again after a stop. Results in bench/ablation/objectness_e120/ablation.md.
+# take about 4 h. Resumable: run it again after a stop. Results in bench/ablation/objectness_e120/ablation.md;
+# bench/ablation/objectness_report.py copies them beside this script with the BCE curves and the score histograms.
+# Arguments are passed to ablate.py (--report: the tables from the runs there).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exec python tools/ablate.py --config shapes.yaml --seeds 5 --jobs 2 --out bench/ablation/objectness_e120 \
+exec python tools/ablate.py --config shapes.yaml --seeds 5 --jobs 2 --out bench/ablation/objectness_e120 "$@" \
   shapes.num_train=300 shapes.num_val=200 shapes.num_test=0 shapes.width=128 shapes.height=128 model.input_size=128 \
   shapes.name=SHAPES_ABL128 "data.train_splits=[SHAPES_ABL128/train]" "data.val_splits=[SHAPES_ABL128/val]" \
   train.time_limit=0 train.epochs=120 train.eval_period=4 train.amp=bf16 train.channels_last=true data.workers=1 \
