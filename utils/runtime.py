@@ -40,25 +40,26 @@ def warn_if_bf16_emulated(device: torch.device, setting: str) -> None:
                        "likely slower than float32", setting)
 
 
-def amp_dtype(cfg_amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: float16 on CUDA, bfloat16 on a CPU with bfloat16 instructions, none (float32) elsewhere;
-    ``fp16`` / ``bf16`` / ``off`` as named."""
-    if cfg_amp == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-    if cfg_amp == "bf16":
-        warn_if_bf16_emulated(device, "train.amp=bf16")
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[cfg_amp]
-
-
-def inference_precision(precision: str, device: torch.device) -> str:
-    """``auto``: fp16 on CUDA, bf16 on a CPU with bfloat16 instructions, fp32 elsewhere; others as named."""
-    if precision != "auto":
-        return precision
+def auto_precision(device: torch.device) -> str:
+    """What ``auto`` picks, for training's autocast and for inference alike: fp16 on CUDA, bf16 on a CPU with
+    bfloat16 instructions, fp32 elsewhere."""
     if device.type == "cuda":
         return "fp16"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def amp_dtype(cfg_amp: str, device: torch.device) -> torch.dtype | None:
+    """``train.amp``: ``auto`` as :func:`auto_precision` picks (None: float32, no autocast); ``fp16`` / ``bf16`` /
+    ``off`` as named."""
+    if cfg_amp == "bf16":
+        warn_if_bf16_emulated(device, "train.amp=bf16")
+    name = auto_precision(device) if cfg_amp == "auto" else cfg_amp
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None, "off": None}[name]
+
+
+def inference_precision(precision: str, device: torch.device) -> str:
+    """``--precision``: ``auto`` as :func:`auto_precision` picks; the others as named."""
+    return auto_precision(device) if precision == "auto" else precision
 
 
 def channels_last_on(setting: str, device: torch.device) -> bool:
