@@ -122,6 +122,8 @@ def test_a_run_folder_with_foreign_files_is_never_deleted(tmp_path: Path) -> Non
     run_dir = tmp_path / "focal_loss-false_seed0"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("x")
+    for picture in ("labels.png", "train_batch0.jpg"):  # what a run draws at its start, before any checkpoint
+        (run_dir / picture).write_bytes(b"x")
     (run_dir / "notes.txt").write_text("mine")  # no last.pt, and a file train.py does not write
     with pytest.raises(SystemExit, match="holds files a run does not write \\(notes.txt\\)"):
         ablate.main(["--grid", "loss.focal_loss=false", "--seeds", "1", "--out", str(tmp_path)], runner=FakeTrain())

@@ -179,7 +179,9 @@ def finished(result: Path) -> bool:
         return False
 
 
-TRAIN_FILES = re.compile(r"(config\.yaml|results\.csv|result\.json|events\.out\.tfevents\..*|\..*\.tmp)")
+# what train.py writes before its first checkpoint: the config, the start pictures (train.report.announce), the log
+TRAIN_FILES = re.compile(r"(config\.yaml|labels\.png|train_batch0\.jpg|results\.csv|result\.json|"
+                         r"events\.out\.tfevents\..*|\..*\.tmp)")
 
 
 def remove_unstarted_run(run_dir: Path) -> None:
