@@ -105,11 +105,12 @@ class TinyStage(nn.Module):
 class CSPDarknet53Tiny(nn.Module):
     """Two stride-2 convs and three tiny CSP stages separated by 2x2 max-pools, then a 3x3 conv.
 
-    ``forward(x [B, 3, H, W]) -> (c4 [B, 256, H/16, W/16], c5 [B, 512, H/32, W/32])``; c4 is the
-    last stage's transition output (cfg layer 23).
+    ``forward(x [B, 3, H, W]) -> (c3 [B, 128, H/8, W/8], c4 [B, 256, H/16, W/16], c5 [B, 512, H/32, W/32])``;
+    c3 and c4 are the second and third stages' transition outputs (cfg layers 15 and 23). yolov4-tiny.cfg
+    reads c4 and c5; yolov4-tiny-3l.cfg reads c3 too.
     """
 
-    channels = (256, 512)
+    channels = (128, 256, 512)
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,10 +119,10 @@ class CSPDarknet53Tiny(nn.Module):
         self.pool = nn.MaxPool2d(2, 2)
         self.conv = ConvBNAct(512, 512, 3, act="leaky")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.stem(x)
         x, _ = self.stages[0](x)
-        x, _ = self.stages[1](self.pool(x))
+        x, c3 = self.stages[1](self.pool(x))
         x, c4 = self.stages[2](self.pool(x))
         c5 = self.conv(self.pool(x))
-        return c4, c5
+        return c3, c4, c5

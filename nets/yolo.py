@@ -1,4 +1,4 @@
-"""YOLOv4 and YOLOv4-tiny: backbone -> neck -> head, returning raw maps by stride ascending.
+"""YOLOv4, YOLOv4-tiny and YOLOv4-tiny-3l: backbone -> neck -> head, returning raw maps by stride ascending.
 
     model = build_model("yolov4", num_classes=20)
     maps = model(images)  # [B, 3 * (5 + C), H/8, W/8], [.., H/16, ..], [.., H/32, ..]
@@ -16,16 +16,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from nets.backbone import CSPDarknet53, CSPDarknet53Tiny
 from nets.common import ConvBNAct
 from nets.head import YOLOHead
-from nets.neck import PANet, TinyFPN
+from nets.neck import PANet, TinyFPN, TinyFPN3
 
 # Which anchors (indices into the anchors file, smallest first) each level uses, by stride
 # ascending: yolov4.cfg masks 0,1,2 / 3,4,5 / 6,7,8; yolov4-tiny.cfg masks 1,2,3 (stride 16)
-# and 3,4,5 (stride 32) -- anchor 0 is unused and anchor 3 shared, as in Darknet.
+# and 3,4,5 (stride 32) -- anchor 0 is unused and anchor 3 shared, as in Darknet; yolov4-tiny-3l.cfg as yolov4.
 ARCHS: dict[str, dict[str, Any]] = {
     "yolov4": {"backbone": CSPDarknet53, "neck": PANet, "strides": (8, 16, 32),
                "anchor_masks": ((0, 1, 2), (3, 4, 5), (6, 7, 8))},
     "yolov4-tiny": {"backbone": CSPDarknet53Tiny, "neck": TinyFPN, "strides": (16, 32),
                     "anchor_masks": ((1, 2, 3), (3, 4, 5))},
+    "yolov4-tiny-3l": {"backbone": CSPDarknet53Tiny, "neck": TinyFPN3, "strides": (8, 16, 32),
+                       "anchor_masks": ((0, 1, 2), (3, 4, 5), (6, 7, 8))},
 }
 
 
@@ -58,7 +60,7 @@ class YOLO(nn.Module):
 
 
 def build_model(name: str, num_classes: int, obj_prior: float = 0.01, cls_prior: float | None = None) -> YOLO:
-    """``name``: ``yolov4`` | ``yolov4-tiny``; head biases start at the given priors (see YOLOHead)."""
+    """``name``: ``yolov4`` | ``yolov4-tiny`` | ``yolov4-tiny-3l``; head biases start at the given priors (see YOLOHead)."""
     if name not in ARCHS:
         raise ValueError(f"unknown model '{name}' (valid: {', '.join(ARCHS)})")
     if num_classes < 1:

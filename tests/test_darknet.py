@@ -14,7 +14,7 @@ from torch import nn
 from nets.darknet import PUBLISHED, DarknetWeightsError, conv_order, darknet_bytes, load_darknet, save_darknet
 from nets.weights import WeightsError, load_weights
 from nets.yolo import build_model
-from tests.test_model import TINY_CFG, YOLOV4_CFG, randomize_bn
+from tests.test_model import TINY3L_CFG, TINY_CFG, YOLOV4_CFG, randomize_bn
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -80,7 +80,8 @@ def darknet_forward(tokens: list[str], model: nn.Module, x: torch.Tensor) -> lis
     return yolo
 
 
-@pytest.mark.parametrize(("name", "tokens"), [("yolov4", YOLOV4_CFG), ("yolov4-tiny", TINY_CFG)])
+@pytest.mark.parametrize(("name", "tokens"), [("yolov4", YOLOV4_CFG), ("yolov4-tiny", TINY_CFG),
+                                             ("yolov4-tiny-3l", TINY3L_CFG)])
 def test_model_computes_what_darknet_computes(name: str, tokens: list[str]) -> None:
     # With weights taken in .weights order, Darknet's graph and ours give the same maps:
     # the conv order and the wiring (routes, halves, shortcuts, SPP order) are exact.

@@ -43,6 +43,8 @@ TINY_CFG = [
     "c256_3L", "rh", "c128_3L", "c128_3L", "r-1,-2", "c256_1L", "r-6,-1", "M",
     "c512_3L", "c256_1L", "c512_3L", "h", "y", "r-4", "c128_1L", "u", "r-1,23", "c256_3L", "h", "y",
 ]
+# yolov4-tiny-3l.cfg: yolov4-tiny.cfg, then a stride-8 output from the stride-16 branch's 3x3 conv and layer 15
+TINY3L_CFG = TINY_CFG + ["r-3", "c64_1L", "u", "r-1,15", "c128_3L", "h", "y"]
 
 
 def cfg_convs(tokens: list[str], head_filters: int) -> list[tuple[int, int, int, int, bool, str]]:
@@ -105,10 +107,20 @@ def test_tiny_conv_sequence_matches_cfg(tiny_80: nn.Module) -> None:
     assert model_convs(tiny_80) == expected
 
 
+def test_tiny3l_conv_sequence_matches_cfg() -> None:
+    expected = cfg_convs(TINY3L_CFG, 255)
+    assert len(TINY3L_CFG) == 45  # layers 0..44 of yolov4-tiny-3l.cfg
+    assert len(expected) == 24
+    assert model_convs(build_model("yolov4-tiny-3l", 80)) == expected
+
+
 def test_parameter_counts_match_darknet(yolov4_80: nn.Module, tiny_80: nn.Module) -> None:
     # Darknet's counts for yolov4.cfg and yolov4-tiny.cfg with 80 classes.
     assert count_parameters(yolov4_80) == 64_363_101
     assert count_parameters(tiny_80) == 6_056_606
+    # tiny-3l adds, by hand: 1x1 256->64 with BN (16,384 + 128), 3x3 192->128 with BN (221,184 + 256),
+    # and an output conv 128->255 with bias (32,640 + 255)
+    assert count_parameters(build_model("yolov4-tiny-3l", 80)) == 6_056_606 + 16_512 + 221_440 + 32_895
 
 
 @pytest.mark.parametrize(("name", "size", "darknet_bflops"), [
@@ -130,12 +142,13 @@ def test_gflops_by_hand_for_one_conv() -> None:
     assert counter.get_total_flops() == 2 * 27 * 32 * 416 * 416
 
 
-@pytest.mark.parametrize(("name", "strides"), [("yolov4", (8, 16, 32)), ("yolov4-tiny", (16, 32))])
+@pytest.mark.parametrize(("name", "strides"), [("yolov4", (8, 16, 32)), ("yolov4-tiny", (16, 32)),
+                                               ("yolov4-tiny-3l", (8, 16, 32))])
 def test_output_shapes(name: str, strides: tuple[int, ...]) -> None:
     num_classes = 20
     model = build_model(name, num_classes).eval()
     with torch.no_grad():
-        for size in (416, 320) if name == "yolov4-tiny" else (416,):
+        for size in (416, 320) if name.startswith("yolov4-tiny") else (416,):
             outs = model(torch.zeros(2, 3, size, size))
             assert [tuple(o.shape) for o in outs] == [(2, 3 * (5 + num_classes), size // s, size // s) for s in strides]
         outs = model(torch.zeros(1, 3, 96, 160))  # any multiple of 32, not only square
@@ -183,7 +196,7 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> None:
             m.running_var = torch.rand(m.num_features, generator=g) + 0.5
 
 
-@pytest.mark.parametrize("name", ["yolov4", "yolov4-tiny"])
+@pytest.mark.parametrize("name", ["yolov4", "yolov4-tiny", "yolov4-tiny-3l"])
 def test_fused_matches_unfused(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, 20).eval()

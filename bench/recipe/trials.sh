@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The short-budget recipe trials: one change at a time against the demo's defaults (shapes.yaml as it is), on the
 # demo's set, 15 minutes of training each (train.time_limit=15), 2 seeds, one run at a time: a time-limited run must
-# have the machine to itself, so nothing else may run beside it. 17 arms x 2 seeds x ~16 min is about 9 h;
+# have the machine to itself, so nothing else may run beside it. 18 arms x 2 seeds x ~16 min is about 9.5 h;
 # resumable (run it again after a stop: finished runs are skipped, a stopped one resumes with its time left).
-# The input-size arms use anchors from tools/kmeans_anchors.py at that size, as a user would.
+# The input-size arms and tiny3l (a stride-8 output for the small shapes) use anchors from tools/kmeans_anchors.py
+# at that size and count, as a user would.
 # Figures compare only within one machine: the script records the CPU and refuses to continue on another.
 # Results: bench/recipe/trials_15min/ablation.md (per arm mean +- std and the paired difference from "default").
 set -euo pipefail
@@ -33,4 +34,5 @@ exec python tools/ablate.py --config shapes.yaml --seeds 2 --jobs 1 --out "$OUT"
   --arm ema_tau500 train.ema_tau=500 \
   --arm batch8 train.batch_size=8 train.nominal_batch=8 \
   --arm batch32 train.batch_size=32 train.nominal_batch=32 \
-  --arm bce_iou loss.obj_iou_target=1
+  --arm bce_iou loss.obj_iou_target=1 \
+  --arm tiny3l model.name=yolov4-tiny-3l model.anchors_path=bench/recipe/shapes_anchors_tiny3l_160.txt

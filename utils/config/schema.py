@@ -14,8 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-MODEL_NAMES = ("yolov4", "yolov4-tiny")
-NUM_ANCHORS = {"yolov4": 9, "yolov4-tiny": 6}  # yolov4.cfg and yolov4-tiny.cfg
+MODEL_NAMES = ("yolov4", "yolov4-tiny", "yolov4-tiny-3l")
+NUM_ANCHORS = {"yolov4": 9, "yolov4-tiny": 6, "yolov4-tiny-3l": 9}  # yolov4.cfg, yolov4-tiny.cfg, yolov4-tiny-3l.cfg
 
 
 class ConfigError(ValueError):
@@ -39,7 +39,7 @@ def _f(default: Any, **checks: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    name: str = _f("yolov4", choices=MODEL_NAMES)  # architecture: yolov4 | yolov4-tiny
+    name: str = _f("yolov4", choices=MODEL_NAMES)  # architecture: yolov4 | yolov4-tiny | yolov4-tiny-3l
     input_size: int = _f(416, gt=0, multiple_of=32)  # network input side, pixels (square, multiple of 32)
     anchors_path: str = _f("model_data/yolo_anchors.txt", file=True)  # anchor (w, h) pairs in input pixels, smallest first
     weights: str = _f("")  # weights to start from: .pt or Darknet .weights / .conv.137; "" = none (checked as training starts)
