@@ -115,3 +115,37 @@ def test_the_ultralytics_side_by_side_needs_ultralytics_and_says_so(monkeypatch:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ultralytics" else real(name, *a))
     with pytest.raises(SystemExit, match="needs the ultralytics package .* not a dependency of the project"):
         bench_vs_ultralytics.main(["--minutes", "0.1"])
+
+
+def test_recipe_report_names_each_arms_changes_rate_and_wins(tmp_path: Path) -> None:
+    from bench.recipe import report
+
+    base = {"model": {"name": "yolov4-tiny", "input_size": 160}, "data": {"synthetic": True},
+            "shapes": {"num_train": 800}, "train": {"lr": 0.002, "seed": 0, "name": "x", "save_dir": "y"}}
+    runs = [  # arm, seed, mAP50, mAP50-95, epochs, seconds, config changes
+        ("default", 0, 0.55, 0.33, 45, 900.0, {}),
+        ("default", 1, 0.57, 0.34, 46, 920.0, {}),
+        ("lr_high", 0, 0.60, 0.339, 45, 900.0, {"train": {"lr": 0.004}}),
+        ("lr_high", 1, 0.58, 0.36, 45, 900.0, {"train": {"lr": 0.004}}),
+        ("size192", 0, 0.50, 0.30, 30, 600.0, {"model": {"input_size": 192}}),
+    ]
+    rows = []
+    for arm, seed, m50, m5095, epochs, seconds, change in runs:
+        run_dir = tmp_path / f"{arm}_seed{seed}"
+        run_dir.mkdir()
+        config = {k: {**v, **change.get(k, {}), **({"seed": seed} if k == "train" else {})} for k, v in base.items()}
+        (run_dir / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+        rows.append(f"{arm},{seed},{m50},,{m5095},,{epochs},{seconds},{run_dir}")
+    (tmp_path / "ablation.csv").write_text("setting,seed,map50,map50_07,map50_95,rare_ap50,epochs,seconds,run_dir\n"
+                                           + "\n".join(rows) + "\n")
+    lines = report.table(tmp_path).splitlines()
+    assert len(lines) == 2 + 3
+    default, lr_high, size192 = lines[2:]
+    # 800 images x 45 epochs / 900 s = 40.0; 800 x 46 / 920 = 40.0
+    assert default == ("| default | `(the baseline)` | 2 | 0.550 / 0.570 (0.560) | 0.330 / 0.340 (0.335) | 45.5 | 40.0 |  |")
+    # lr_high's worst mAP50 (0.58) beats default's best (0.57); its worst mAP50-95 (0.339) does not beat 0.340
+    assert lr_high == ("| lr_high | `train.lr=0.004` | 2 | 0.600 / 0.580 (0.590) | 0.339 / 0.360 (0.350) | 45 | 40.0 "
+                       "| mAP50 |")
+    assert size192.startswith("| size192 | `model.input_size=192` | 1 | 0.500 (0.500) |")
+    with pytest.raises(SystemExit, match="baseline arm 'nope'"):
+        report.table(tmp_path, "nope")

@@ -6,7 +6,8 @@
 # The input-size arms and tiny3l (a stride-8 output for the small shapes) use anchors from tools/kmeans_anchors.py
 # at that size and count, as a user would.
 # Figures compare only within one machine: the script records the CPU and refuses to continue on another.
-# Results: bench/recipe/trials_15min/ablation.md (per arm mean +- std and the paired difference from "default").
+# Results: bench/recipe/trials_15min/ablation.md (per arm mean +- std and the paired difference from "default");
+# python bench/recipe/report.py makes the table for bench/README.md (changes, per-seed figures, epochs, images/s, wins).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=bench/recipe/trials_15min
