@@ -254,3 +254,13 @@ def test_the_objectness_prior_reaches_the_model(tmp_path: Path, monkeypatch: pyt
         utils.train.fit.fit(cfg)
     for conv in built[0].head.convs:
         torch.testing.assert_close(conv.bias.view(3, 11)[:, 4].sigmoid(), torch.full((3,), 0.05))
+
+
+def test_a_long_title_is_wrapped_to_the_figure_width() -> None:
+    words = [f"section.key{i}=value{i}" for i in range(20)]  # 19 or 21 characters each: 419 in all
+    title = " ".join(words)
+    wrapped = ablate.wrap_title(title, 9.8)  # 9.8 in at 8 pt: 9.8 * 72 / 4.8 = 147 characters a line
+    lines = wrapped.split("\n")
+    assert len(lines) == 3 and all(len(line) <= 147 for line in lines)
+    assert " ".join(lines) == title  # nothing lost or broken inside a word
+    assert ablate.wrap_title("short", 5.0) == "short"

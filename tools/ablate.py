@@ -38,6 +38,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -373,6 +374,12 @@ def write_reports(out: Path, table: list[dict], rows: list[dict], title: str) ->
         plot(out / "ablation.png", table, title)
 
 
+def wrap_title(title: str, width_in: float, fontsize: float = 8) -> str:
+    """The title broken into lines that fit the figure's width (a sweep's overrides can run to 300 characters)."""
+    chars = max(20, int(width_in * 72 / (0.6 * fontsize)))  # a character is about 0.6 em wide
+    return textwrap.fill(title, chars, break_on_hyphens=False)
+
+
 def plot(path: Path, table: list[dict], title: str) -> None:
     import matplotlib
 
@@ -381,12 +388,13 @@ def plot(path: Path, table: list[dict], title: str) -> None:
     import numpy as np
 
     x = np.arange(len(table))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(table) + 2), 4))
+    width = max(5.0, 1.3 * len(table) + 2)
+    fig, ax = plt.subplots(figsize=(width, 4))
     for i, (m, name) in enumerate((("map50", "mAP50"), ("map50_95", "mAP50-95"))):
         ax.bar(x + (i - 0.5) * 0.38, [e[m][0] for e in table], 0.38, yerr=[e[m][1] for e in table], capsize=4, label=name)
     ax.set_xticks(x, [e["setting"].replace(" ", "\n") for e in table], fontsize=8)
     ax.set_ylabel("mean over seeds (error bars: std)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(wrap_title(title, width), fontsize=8)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
