@@ -119,22 +119,21 @@ def test_the_ultralytics_side_by_side_needs_ultralytics_and_says_so(monkeypatch:
 
 def test_recipe_report_names_each_arms_changes_rate_and_wins(tmp_path: Path) -> None:
     from bench.recipe import report
+    from utils.config.load import load_config, save_config
 
-    base = {"model": {"name": "yolov4-tiny", "input_size": 160}, "data": {"synthetic": True},
-            "shapes": {"num_train": 800}, "train": {"lr": 0.002, "seed": 0, "name": "x", "save_dir": "y"}}
-    runs = [  # arm, seed, mAP50, mAP50-95, epochs, seconds, config changes
-        ("default", 0, 0.55, 0.33, 45, 900.0, {}),
-        ("default", 1, 0.57, 0.34, 46, 920.0, {}),
-        ("lr_high", 0, 0.60, 0.339, 45, 900.0, {"train": {"lr": 0.004}}),
-        ("lr_high", 1, 0.58, 0.36, 45, 900.0, {"train": {"lr": 0.004}}),
-        ("size192", 0, 0.50, 0.30, 30, 600.0, {"model": {"input_size": 192}}),
+    runs = [  # arm, seed, mAP50, mAP50-95, epochs, seconds, the arm's overrides
+        ("default", 0, 0.55, 0.33, 45, 900.0, []),
+        ("default", 1, 0.57, 0.34, 46, 920.0, []),
+        ("lr_high", 0, 0.60, 0.339, 45, 900.0, ["train.lr=0.004"]),
+        ("lr_high", 1, 0.58, 0.36, 45, 900.0, ["train.lr=0.004"]),
+        ("size192", 0, 0.50, 0.30, 30, 600.0, ["model.input_size=192"]),
     ]
     rows = []
-    for arm, seed, m50, m5095, epochs, seconds, change in runs:
+    for arm, seed, m50, m5095, epochs, seconds, overrides in runs:
         run_dir = tmp_path / f"{arm}_seed{seed}"
-        run_dir.mkdir()
-        config = {k: {**v, **change.get(k, {}), **({"seed": seed} if k == "train" else {})} for k, v in base.items()}
-        (run_dir / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+        names = [f"train.seed={seed}", f"train.name={run_dir.name}", f"train.save_dir={tmp_path}"]
+        # as train.py saves it; the demo's shapes.num_train is 800
+        save_config(load_config("shapes.yaml", ["shapes.num_train=800", *overrides, *names]), run_dir / "config.yaml")
         rows.append(f"{arm},{seed},{m50},,{m5095},,{epochs},{seconds},{run_dir}")
     (tmp_path / "ablation.csv").write_text("setting,seed,map50,map50_07,map50_95,rare_ap50,epochs,seconds,run_dir\n"
                                            + "\n".join(rows) + "\n")

@@ -16,53 +16,38 @@ import csv
 import sys
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from utils.config.load import load_config  # noqa: E402
+from utils.config.schema import Config, all_keys  # noqa: E402
+from utils.train.resume import dotted  # noqa: E402
 
 IGNORED_KEYS = {"train.seed", "train.name", "train.save_dir"}  # differ between any two runs
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    """``{"train": {"lr": 0.002}}`` -> ``{"train.lr": 0.002}``."""
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+def changes(config: Config, baseline: Config) -> str:
+    """``key=value`` for every config key whose value differs from the baseline's."""
+    keys = [k for k in all_keys() if k not in IGNORED_KEYS and dotted(config, k) != dotted(baseline, k)]
+    return " ".join(f"{k}={dotted(config, k)}" for k in keys) or "(the defaults)"
 
 
-def run_config(run_dir: Path) -> dict[str, object]:
-    with open(run_dir / "config.yaml") as fh:
-        return flatten(yaml.safe_load(fh) or {})
-
-
-def changes(config: dict[str, object], baseline: dict[str, object]) -> str:
-    """``key=value`` for every key whose value differs from the baseline's (keys absent there included)."""
-    keys = sorted(k for k in config.keys() | baseline.keys()
-                  if k not in IGNORED_KEYS and config.get(k) != baseline.get(k))
-    return " ".join(f"{k}={config.get(k)}" for k in keys) or "(the defaults)"
-
-
-def images_per_second(row: dict[str, str], config: dict[str, object]) -> float | None:
+def images_per_second(row: dict[str, str], config: Config) -> float | None:
     """Epochs x training images / seconds; None where the set's size is not in the config (not synthetic)."""
-    images = config.get("shapes.num_train") if config.get("data.synthetic") else None
     seconds = float(row["seconds"] or 0)
-    if not images or seconds <= 0:
+    if not config.data.synthetic or seconds <= 0:
         return None
-    return int(row["epochs"]) * int(images) / seconds
+    return int(row["epochs"]) * config.shapes.num_train / seconds
 
 
 def arms(trials: Path) -> dict[str, list[dict]]:
-    """ablation.csv's rows by arm, in file order, each with its run's flattened config."""
+    """ablation.csv's rows by arm, in file order, each with its run's saved config."""
     by_arm: dict[str, list[dict]] = {}
     with open(trials / "ablation.csv", newline="") as fh:
         for row in csv.DictReader(fh):
             run_dir = Path(row["run_dir"])
-            if not run_dir.is_absolute() and not run_dir.exists():
+            if not run_dir.exists():  # the folder was moved since: its runs sit in it by name
                 run_dir = trials / run_dir.name
-            by_arm.setdefault(row["setting"], []).append({**row, "config": run_config(run_dir)})
+            by_arm.setdefault(row["setting"], []).append({**row, "config": load_config(run_dir / "config.yaml")})
     return by_arm
 
 
