@@ -2,7 +2,7 @@
 # The objectness study: six arms x 5 seeds on the synthetic set, yolov4-tiny at 128 px, 300 training and
 # 200 validation images, 120 epochs, bf16 autocast and channels_last. The budget: BCE's mAP50 over its last
 # 20% of epochs moved by at most 0.008 for each of the 5 seeds, while 60 epochs stopped at 0.189 (the lr's
-# decay, not a plateau of the model). Two runs side by side with one core each (--jobs 2) took 900 to 970 s on
+# decay, not a plateau of the model). Two runs side by side with one core each (--jobs 2) took 845 to 970 s on
 # 2 cores with AMX when nothing else ran, so the 30 runs take about 4 h there. Resumable: run it again after a
 # stop. Results in bench/ablation/objectness_e120/ablation.md; bench/ablation/objectness_report.py copies them
 # beside this script with the BCE curves and the score histograms (the README's "The focal ablation").
