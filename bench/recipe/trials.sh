@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The short-budget recipe trials: one change at a time against the demo's defaults (shapes.yaml as it is), on the
 # demo's set, 15 minutes of training each (train.time_limit=15), 2 seeds, one run at a time: a time-limited run must
-# have the machine to itself, so nothing else may run beside it. 18 arms x 2 seeds x ~16 min is about 9.5 h;
+# have the machine to itself, so nothing else may run beside it. 19 arms x 2 seeds x ~16 min is about 10 h;
 # resumable (run it again after a stop: finished runs are skipped, a stopped one resumes with its time left).
 # The input-size arms and tiny3l (a stride-8 output for the small shapes) use anchors from tools/kmeans_anchors.py
 # at that size and count, as a user would.
@@ -23,6 +23,7 @@ exec python tools/ablate.py --config shapes.yaml --seeds 2 --jobs 1 --out "$OUT"
   --arm size128 model.input_size=128 model.anchors_path=bench/recipe/shapes_anchors_128.txt \
   --arm size192 model.input_size=192 model.anchors_path=bench/recipe/shapes_anchors_192.txt \
   --arm size256 model.input_size=256 model.anchors_path=bench/recipe/shapes_anchors_256.txt \
+  --arm size320 model.input_size=320 model.anchors_path=bench/recipe/shapes_anchors_320.txt \
   --arm mosaic data.mosaic=0.5 data.close_mosaic=5 \
   --arm mosaic_mixup data.mosaic=0.5 data.mixup=0.1 data.close_mosaic=5 \
   --arm scale_wide "data.scale=[0.5, 1.5]" \
