@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The short-budget recipe trials: one change at a time against the demo's defaults (shapes.yaml as it is), on the
 # demo's set, 15 minutes of training each (train.time_limit=15), 2 seeds, one run at a time: a time-limited run must
-# have the machine to itself, so nothing else may run beside it. 19 arms x 2 seeds x ~16 min is about 10 h;
+# have the machine to itself, so nothing else may run beside it. 20 arms x 2 seeds x ~16 min is about 10.5 h;
 # resumable (run it again after a stop: finished runs are skipped, a stopped one resumes with its time left).
 # The input-size arms and tiny3l (a stride-8 output for the small shapes) use anchors from tools/kmeans_anchors.py
 # at that size and count, as a user would.
@@ -34,6 +34,7 @@ exec python tools/ablate.py --config shapes.yaml --seeds 2 --jobs 1 --out "$OUT"
   --arm single_anchor loss.multi_anchor_iou=null \
   --arm ema_tau100 train.ema_tau=100 \
   --arm ema_tau500 train.ema_tau=500 \
+  --arm ema_tau2000 train.ema_tau=2000 \
   --arm batch8 train.batch_size=8 train.nominal_batch=8 \
   --arm batch32 train.batch_size=32 train.nominal_batch=32 \
   --arm bce_iou loss.obj_iou_target=1 \
