@@ -1,6 +1,6 @@
 """The recipe trials' table for bench/README.md, from the folder trials.sh writes.
 
-    python bench/recipe/report.py [--trials bench/recipe/trials_15min] [--baseline default] [--out table.md]
+    python bench/recipe/report.py --trials bench/recipe/trials_15min/<machine> [--baseline default] [--out table.md]
 
 One row per arm, in the order of ablation.csv: what the arm changes (the keys of its saved config.yaml that
 differ from the baseline's, seed and run names aside), each seed's mAP50 and mAP50-95, their mean, the epochs
@@ -78,7 +78,8 @@ def table(trials: Path, baseline: str = "default") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=Path, default=Path("bench/recipe/trials_15min"))
+    parser.add_argument("--trials", type=Path, required=True,
+                        help="one machine's folder, bench/recipe/trials_15min/<machine> (figures compare only within one)")
     parser.add_argument("--baseline", default="default", help="the arm every other arm is compared with")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
