@@ -13,7 +13,7 @@ dependency of the project and never runs in CI. What it does, in order:
    else as shapes.yaml and the machine pick it (``train.amp: auto``, ``train.channels_last: auto``).
    ``--fp32`` adds ``train.amp=off`` (a CPU without bfloat16 instructions trains so).
 3. Ultralytics, with its own defaults otherwise: ``YOLO("yolov8n.yaml").train(data=..., imgsz=<the
-   demo's input size>, batch=16, time=<minutes / 60>, device="cpu", pretrained=False, amp=False,
+   demo's input size, or --yolo-imgsz>, batch=16, time=<minutes / 60>, device="cpu", pretrained=False, amp=False,
    plots=False, seed=0)``, offline (``YOLO_OFFLINE=true``), its settings kept under the bench's folder.
    On a CUDA machine both train on the GPU with AMP (``device=0, amp=True``; ours: ``train.device=cuda``).
 4. Both on the same validation split, by this toolkit's ``eval.py``: ours from its best.pt in float32,
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of each side")
     parser.add_argument("--fp32", action="store_true", help="this toolkit in float32 (train.amp=off)")
     parser.add_argument("--only", choices=("ours", "ultralytics"), help="run one side only")
+    parser.add_argument("--yolo-imgsz", type=int, metavar="PX",
+                        help="YOLOv8n's input size (default: the demo's, model.input_size in shapes.yaml)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     if args.only != "ours" and importlib.util.find_spec("ultralytics") is None:
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["ours"] = ours(args.minutes, args.threads, device, args.fp32, workdir, len(train_records))
     if args.only != "ours":
         data_yaml = write_yolo_dataset({"train": train_records, "val": val_records}, classes, workdir / "yolo")
-        result["ultralytics"] = ultralytics(args.minutes, args.threads, device, workdir, data_yaml, cfg.model.input_size,
+        result["ultralytics"] = ultralytics(args.minutes, args.threads, device, workdir, data_yaml,
+                                            args.yolo_imgsz or cfg.model.input_size,
                                             [r.path for r in val_records], len(train_records))
     if args.only is None:
         o, u = result["ours"], result["ultralytics"]
