@@ -2,11 +2,12 @@
 # The short-budget recipe trials: one change at a time against the demo's recipe before them (BASELINE below:
 # shapes.yaml's values then, pinned here, so the trials stay the same now that shapes.yaml has the winners), on the
 # demo's set, 15 minutes of training each (train.time_limit=15), 2 seeds, one run at a time: a time-limited run must
-# have the machine to itself, so nothing else may run beside it. 21 arms x 2 seeds x ~16 min is about 11 h;
+# have the machine to itself, so nothing else may run beside it. 22 arms x 2 seeds x ~16 min is about 12 h;
 # resumable (run it again after a stop: finished runs are skipped, a stopped one resumes with its time left).
 # ARMS="default combined" bash bench/recipe/trials.sh runs only the arms named (default first: it is the baseline).
 # The input-size arms and tiny3l (a stride-8 output for the small shapes) use anchors from tools/kmeans_anchors.py
-# at that size and count, as a user would. "combined" is the seed-0 winners together (256 px, mosaic, EMA tau 500).
+# at that size and count, as a user would. "combined" is the seed-0 winners together (256 px, mosaic, EMA tau 500);
+# "combined_tiny3l" is combined with the tiny3l model (anchors for 9 at 256).
 # Figures compare only within one machine: each machine (CPU model and cores) has its own folder,
 # bench/recipe/trials_15min/<machine>/. The runs' text results there (result.json, config.yaml, results.csv,
 # logs/, ablation.*) are meant to be committed as runs finish; weights and pictures are git-ignored.
@@ -52,5 +53,7 @@ arm batch8 train.batch_size=8 train.nominal_batch=8
 arm batch32 train.batch_size=32 train.nominal_batch=32
 arm bce_iou loss.obj_iou_target=1
 arm tiny3l model.name=yolov4-tiny-3l model.anchors_path=bench/recipe/shapes_anchors_tiny3l_160.txt
+arm combined_tiny3l model.name=yolov4-tiny-3l model.input_size=256 model.anchors_path=bench/recipe/shapes_anchors_tiny3l_256.txt \
+  data.mosaic=0.5 data.close_mosaic=5 train.ema_tau=500
 exec python tools/ablate.py --config shapes.yaml --seeds 2 --jobs 1 --out "$OUT" "${BASELINE[@]}" train.time_limit=15 "$@" \
   "${arms[@]}"
