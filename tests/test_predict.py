@@ -194,7 +194,8 @@ def test_drawing_keeps_labels_inside_the_image_and_colours_stable() -> None:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("ckpt")
-    cfg = load_config("shapes.yaml", [f"model.input_size={SIZE}", f"data.root={tmp / 'data'}", "shapes.num_train=2",
+    cfg = load_config("shapes.yaml", ["model.name=yolov4-tiny", "model.anchors_path=model_data/shapes_anchors.txt",
+                                      f"model.input_size={SIZE}", f"data.root={tmp / 'data'}", "shapes.num_train=2",
                                       "shapes.num_val=4", "shapes.num_test=0", f"shapes.width={SIZE}",
                                       f"shapes.height={SIZE}"])
     torch.manual_seed(0)

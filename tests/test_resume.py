@@ -96,7 +96,7 @@ def test_resume_refuses_overrides_that_change_the_run_by_name(tmp_path: Path, ca
     assert "train.time_limit (0.0 in the run, 5.0 now)" in line
     # --config must describe the same run
     line = one_line_error(capsys, lambda: train.main(["--resume", str(last), "--config", "voc.yaml"]))
-    assert "model.name ('yolov4-tiny' in the run, 'yolov4' now)" in line
+    assert "model.name ('yolov4-tiny-3l' in the run, 'yolov4' now)" in line
     assert last.read_bytes() == before
 
 

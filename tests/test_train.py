@@ -115,7 +115,7 @@ def test_resume_refuses_another_model(tmp_path: Path) -> None:
     ckpt["class_names"] = ckpt["class_names"][:3]
     torch.save(ckpt, last)
     with pytest.raises(ResumeError, match=r"for 3 classes \(circle, square, triangle\); the config asks for "
-                                          r"yolov4-tiny with 6"):
+                                          r"yolov4-tiny-3l with 6"):
         fit(tiny_cfg(tmp_path, "train.epochs=2"), resume=last)
 
 

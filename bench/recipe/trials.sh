@@ -25,7 +25,7 @@ if [[ -n ${ARMS:-} && " $ARMS " != *" default "* ]]; then
   exit 1
 fi
 # the demo's recipe the trials started from: 160 px, no mosaic, EMA tau 200 (every arm starts from it)
-BASELINE=(model.input_size=160 model.anchors_path=model_data/shapes_anchors.txt data.mosaic=0.0 data.close_mosaic=0
+BASELINE=(model.name=yolov4-tiny model.input_size=160 model.anchors_path=model_data/shapes_anchors.txt data.mosaic=0.0 data.close_mosaic=0
           train.ema_tau=200)
 arms=()
 arm() {  # an arm: its name and its overrides, kept where ARMS is unset or names it
