@@ -5,6 +5,8 @@
 # have the machine to itself, so nothing else may run beside it. 22 arms x 2 seeds x ~16 min is about 12 h;
 # resumable (run it again after a stop: finished runs are skipped, a stopped one resumes with its time left).
 # ARMS="default combined" bash bench/recipe/trials.sh runs only the arms named (default first: it is the baseline).
+# The folder's ablation.* then report only those arms: to tabulate every finished arm, name them all with --report
+# (ARMS="default combined ..." bash bench/recipe/trials.sh --report runs nothing).
 # The input-size arms and tiny3l (a stride-8 output for the small shapes) use anchors from tools/kmeans_anchors.py
 # at that size and count, as a user would. "combined" is the seed-0 winners together (256 px, mosaic, EMA tau 500);
 # "combined_tiny3l" is combined with the tiny3l model (anchors for 9 at 256).
