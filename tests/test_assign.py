@@ -252,3 +252,28 @@ def test_boxes_far_outside_the_input_match_the_loop() -> None:
     assert got.stats["num_pos"] == len(positives)
     assert {(lvl, *k) for lvl, tg in enumerate(got.levels) for k in tg.ignore_mask.nonzero().tolist()} == ignored
     assert torch.isfinite(loss(maps, targets)[0])
+
+
+@pytest.mark.parametrize("thresh", [0.5, 0.75])
+def test_an_iou_exactly_at_the_ignore_threshold_is_not_ignored(thresh: float) -> None:
+    # "overlaps by more than ignore_thresh": IoU == thresh stays a negative, on the fast path (thresh >= 0.5) and in
+    # the dense definition. One level, stride 8, 8 x 8 cells; anchors 16x16 (slot 0) and 16 x 16*thresh (slot 1).
+    # All logits 0: each cell's box is centred on the cell (sigmoid 0 = 0.5), with its anchor's size (exp 0 = 1).
+    # The ground truth is 16x16 centred on cell (3, 3)'s centre (28, 28): it goes to slot 0 there, and slot 1 of
+    # the same cell decodes onto a 16 x 16*thresh box with the same centre: IoU = 16*16*thresh / (16*16) = thresh,
+    # exact in float32 (8 x 16 / 256 = 0.5, 12 x 16 / 256 = 0.75; the 1e-7 in the union is below 256's ulp).
+    from nets.assign import TargetAssigner
+
+    def ignored_at(ignore_thresh: float) -> tuple[bool, bool]:
+        a = TargetAssigner(1, [(16.0, 16.0), (16.0, 16.0 * thresh)], [8], [(0, 1)], ignore_thresh=ignore_thresh)
+        maps = [torch.zeros(1, 2 * 6, 8, 8)]
+        t = torch.tensor([[0, 0, 20.0, 20.0, 36.0, 36.0]])
+        got = a(maps, t).levels[0]
+        assert got.obj_mask[0, 0, 3, 3] and not got.obj_mask[0, 1, 3, 3]
+        preds = [maps[0].view(1, 2, 6, 8, 8)]
+        dense = a._overlapping_dense(0, preds[0], t, t[:, 0].long())
+        return bool(got.ignore_mask[0, 1, 3, 3]), bool(dense[0, 1, 3, 3])
+
+    assert ignored_at(thresh) == (False, False)  # at the threshold: not more than it
+    below = thresh - 1e-3  # a hair under the IoU: ignored (the fast path still, as 0.499 < 0.5 is dense: same answer)
+    assert ignored_at(below) == (True, True)

@@ -19,7 +19,7 @@ from tests.test_dataset import rect_records
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 from utils.data.augment import letterbox_boxes, letterbox_info
-from utils.infer.postprocess import DecodeSpec, decode_predictions, non_max_suppression
+from utils.infer.postprocess import DecodeSpec, decode_predictions, detect, non_max_suppression
 from utils.train.checkpoint import save_checkpoint
 from utils.train.engine import evaluate
 
@@ -108,6 +108,30 @@ def test_nms_keeps_the_best_of_overlapping_boxes_per_class() -> None:
     assert len(agnostic) == 1
     (capped,) = non_max_suppression(pred, conf_thres=0.0, nms_iou=0.5, max_det=1)
     assert len(capped) == 1
+
+
+def test_detect_applies_the_configured_nms_threshold_and_limits() -> None:
+    # one level, stride 16, one 32x32 anchor; logits 0 put each cell's box on the cell's centre with the anchor's
+    # size. Cells (x, y) = (2, 2) and (3, 2): boxes [24, 24, 56, 56] and [40, 24, 72, 56], IoU 16*32 / (2*1024 - 512)
+    # = 1/3, both class 0. Cell (6, 6): class 1, apart. Cell (2, 3): [24, 40, 56, 72], class 1, IoU 1/3 with the
+    # first. Objectness logits 3, 2, 1, 0.5: scores 0.953, 0.881, 0.731, 0.622 (class logits 20: probability 1).
+    spec = DecodeSpec(((32.0, 32.0),), ((0,),), (16,), (1.0,))
+    raw = torch.full((1, 5 + 2, 8, 8), -20.0)
+    raw[0, :4] = 0.0
+    for (x, y), obj, cls in (((2, 2), 3.0, 0), ((3, 2), 2.0, 0), ((6, 6), 1.0, 1), ((2, 3), 0.5, 1)):
+        raw[0, 4, y, x], raw[0, 5 + cls, y, x] = obj, 20.0
+
+    def boxes(**eval_overrides) -> list[list[float]]:
+        eval_cfg = load_config("shapes.yaml", [f"eval.{k}={v}" for k, v in eval_overrides.items()]).eval
+        (out,) = detect([raw], spec, eval_cfg)
+        return out[:, [0, 1, 2, 3, 5]].tolist()
+
+    first, second, apart, below = [24.0, 24, 56, 56, 0], [40.0, 24, 72, 56, 0], [88.0, 88, 120, 120, 1], [24.0, 40, 56, 72, 1]
+    assert boxes(nms_iou=0.5, conf_thres=0.01) == [first, second, apart, below]  # 1/3 < 0.5: all kept
+    assert boxes(nms_iou=0.3, conf_thres=0.01) == [first, apart, below]  # 1/3 > 0.3: second suppressed, per class
+    assert boxes(nms_iou=0.3, conf_thres=0.01, agnostic_nms="true") == [first, apart]  # across classes: below too
+    assert boxes(nms_iou=0.5, conf_thres=0.8) == [first, second]  # 0.731 and 0.622 under 0.8
+    assert boxes(nms_iou=0.5, conf_thres=0.01, max_det=2) == [first, second]
 
 
 def test_decode_predictions_against_the_darknet_formula_by_hand() -> None:

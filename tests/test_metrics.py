@@ -75,6 +75,20 @@ def devkit_loop(dets, gts, cls: int, thr: float):
     return tp / max(npos, 1), tp / np.maximum(tp + fp, np.finfo(float).eps), npos
 
 
+def devkit_ap(rec, prec, use_07: bool = False) -> float:
+    """VOCap.m (all points, VOC2010 on) and VOCevaldet.m's 11-point loop (VOC2007), written plainly."""
+    if use_07:
+        ap = 0.0
+        for t in np.arange(0, 1.1, 0.1):  # t = 0:0.1:1
+            above = [p for r, p in zip(rec, prec, strict=True) if r >= t]
+            ap += (max(above) if above else 0.0) / 11
+        return ap
+    mrec, mpre = [0.0, *rec, 1.0], [0.0, *prec, 0.0]
+    for i in range(len(mpre) - 2, -1, -1):  # the precision envelope, from the right
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    return sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1])
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("thr", [0.5, 0.7])
 def test_voc_matches_the_devkit_loop(seed: int, thr: float) -> None:
@@ -87,8 +101,8 @@ def test_voc_matches_the_devkit_loop(seed: int, thr: float) -> None:
         if npos == 0:
             assert np.isnan(result["ap"][c])
             continue
-        assert result["ap"][c] == pytest.approx(voc_ap(rec, prec, False), abs=1e-9)
-        assert result["ap07"][c] == pytest.approx(voc_ap(rec, prec, True), abs=1e-9)
+        assert result["ap"][c] == pytest.approx(devkit_ap(rec, prec, False), abs=1e-9)
+        assert result["ap07"][c] == pytest.approx(devkit_ap(rec, prec, True), abs=1e-9)
     assert result["map"] == pytest.approx(np.nanmean(result["ap"]))
 
 
@@ -99,6 +113,17 @@ def test_voc_ap_by_hand() -> None:
     assert voc_ap(recall, precision) == pytest.approx(5 / 9)
     # 11-point: t = 0, .1, .2, .3 -> 1 (4 points); .4, .5, .6 -> 2/3 (3 points); .7 .. 1 -> 0 (4 points)
     assert voc_ap(recall, precision, use_07=True) == pytest.approx((4 * 1 + 3 * 2 / 3) / 11)
+
+
+def test_voc_ap_takes_the_precision_envelope() -> None:
+    # TP, FP, TP, TP over three ground truths: recall 1/3, 1/3, 2/3, 1; precision 1, 1/2, 2/3, 3/4. Precision rises
+    # after the FP, so the envelope (the best precision at this recall or beyond) differs from the curve at 2/3:
+    # 1/3 * 1 + 1/3 * 3/4 + 1/3 * 3/4 = 5/6 (the raw curve would give 1/3 + 2/9 + 1/4 = 29/36)
+    recall, precision = np.array([1 / 3, 1 / 3, 2 / 3, 1.0]), np.array([1.0, 0.5, 2 / 3, 0.75])
+    assert voc_ap(recall, precision) == pytest.approx(5 / 6) == devkit_ap(recall, precision)
+    # 11-point: t = 0 .. .3 -> 1 (4 points); .4 .. 1 -> 3/4 (7 points)
+    assert voc_ap(recall, precision, use_07=True) == pytest.approx((4 + 7 * 0.75) / 11)
+    assert devkit_ap(recall, precision, use_07=True) == pytest.approx((4 + 7 * 0.75) / 11)
 
 
 def test_voc_difficult_duplicates_and_thresholds() -> None:
