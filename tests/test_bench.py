@@ -99,7 +99,8 @@ def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
         plain_ms, step_ms = case["plain"]["step_ms"], case[variant]["step_ms"]
         ratio = plain_ms / step_ms
         assert abs(case[key] - ratio) <= ratio * (0.05 / plain_ms + 0.05 / step_ms) + 5e-4 + 1e-9, key
-    r = bench_infer.main(["--runs", "1", "--size", "64", "--batch", "2", "--models", "yolov4-tiny", f"--{'' if bf16 else 'no-'}bf16"])
+    r = bench_infer.main(["--runs", "1", "--size", "64", "--batch", "2", "--models", "yolov4-tiny",
+                          "--bf16" if bf16 else "--no-bf16"])
     m = r["models"][0]
     assert set(m["batch1_ms"]) == {"plain", "fused", "fused_channels_last", "frozen", "onnxruntime",
                                    *(["fused_channels_last_bf16"] if bf16 else [])}
