@@ -6,7 +6,6 @@ import csv
 import logging
 import math
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -188,13 +187,43 @@ def test_a_kill_after_the_row_before_the_save_leaves_no_row_twice(tmp_path: Path
     assert [r["epoch"] for r in csv.DictReader(open(run / "results.csv"))] == ["1", "2", "3"]
 
 
-def test_time_limit_fits_the_epochs(tmp_path: Path) -> None:
-    t0 = time.time()
-    result = fit(tiny_cfg(tmp_path, "train.epochs=40", "train.time_limit=0.15"))  # 9 seconds
+class EpochClock:
+    """A clock for fit(): it moves only when an epoch trains or an evaluation runs, by the seconds the test gives."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, epoch_seconds: list[float], eval_seconds: float) -> None:
+        import utils.train.fit
+
+        self.now, self.epochs = 0.0, iter(epoch_seconds)
+        real_train, real_eval = utils.train.fit.train_one_epoch, utils.train.fit.evaluate
+
+        def train_one_epoch(*args, **kwargs):
+            out = real_train(*args, **kwargs)
+            self.now += next(self.epochs)
+            return out
+
+        def evaluate(*args, **kwargs):
+            out = real_eval(*args, **kwargs)
+            self.now += eval_seconds
+            return out
+
+        monkeypatch.setattr(utils.train.fit, "train_one_epoch", train_one_epoch)
+        monkeypatch.setattr(utils.train.fit, "evaluate", evaluate)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_time_limit_fits_the_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 60 s budget, epochs of 10 s, evaluations of 2 s after each. After epoch 1 (10 s, no evaluation timed yet, so
+    # one is taken as 0.2 x 10 = 2 s): 60 - 10 - 2 (the final evaluation) = 48 s left at 12 s an epoch -> 4 more,
+    # 5 in all; each later plan agrees (after epoch 2: 60 - 22 - 2 = 36 -> 3 more). 5 x 12 = 60 s: the budget, used.
+    clock = EpochClock(monkeypatch, [10.0] * 40, 2.0)
+    result = fit(tiny_cfg(tmp_path, "train.epochs=40", "train.time_limit=1"), clock=clock)
     rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
-    assert 1 <= len(rows) < 40
-    assert rows[-1]["map50"] != ""  # the final epoch is evaluated
-    assert time.time() - t0 < 60
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert all(r["map50"] != "" for r in rows)  # every epoch evaluated, the final one included
+    assert [float(r["seconds"]) for r in rows] == [12.0] * 5  # the row's time is the clock's: training + evaluation
+    assert result["seconds"] == 60.0
 
 
 # ---------------------------------------------------------------- pieces

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,15 @@ LOGGER = logging.getLogger(__name__)
 
 
 def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = None,
-        return_model: bool = False) -> dict[str, Any]:
+        return_model: bool = False, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     """Train per ``cfg``; returns the final metrics. ``resume``: a checkpoint to continue from.
 
     ``stop_after``: end this invocation after that many epochs, as a signal would (last.pt
     saved, the schedule still planned for all epochs); ``return_model``: put the final weights
-    in the result under ``state_dict`` (both for tests and tools).
+    in the result under ``state_dict`` (both for tests and tools); ``clock``: seconds, for the
+    epochs' times and ``train.time_limit`` (tests give one whose epochs take what they say).
     """
-    run = Run(cfg)
+    run = Run(cfg, clock)
     state = run.checkpoint_to_resume(resume)
     run.load_data()
     run.build_model(starting_weights=state is None)
@@ -68,9 +70,9 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
 class Run:
     """One training run's parts and progress (see :func:`fit` for the order they are used in)."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.monotonic) -> None:
         """Ranks, device and seeds."""
-        self.cfg = cfg
+        self.cfg, self.clock = cfg, clock
         self.rank, self.world, local_rank = dist_info()
         self.main = self.rank == 0
         self.device = select_device(cfg.train.device)
@@ -182,23 +184,23 @@ class Run:
 
     def train(self, state: TrainingState | None, stop_after: int | None) -> None:
         """The epoch loop, from an evaluation a kill cut short (if any) to the last epoch or a stop."""
-        self.t_start = time.time()
+        self.t_start = self.clock()
         try:
             if self.main and state is not None and state.pending_row:  # stopped in the middle of an epoch's evaluation
                 self.end_epoch(self.epoch, dict(state.pending_row), evaluate_now=True)
             while self.epoch < self.epochs:
-                t_epoch = time.time()
+                t_epoch = self.clock()
                 out = self.train_epoch()
                 if out["stopped"]:  # resumed, the epoch starts again from its first iteration
                     if self.main:
                         self.save("last.pt", self.epoch)
                     break
                 self.iteration += out["iterations"]
-                self.train_seconds.append(time.time() - t_epoch)
+                self.train_seconds.append(self.clock() - t_epoch)
                 last = self.fit_to_time_budget()
                 row = {"epoch": self.epoch + 1, "lr": out["lr"], **{f"train_{k}": v for k, v in out["loss"].items()},
                        "num_pos": out["num_pos"], "collisions": out["collisions"], "bad_steps": out["bad_steps"],
-                       "seconds": round(time.time() - t_epoch, 1), "data_seconds": round(out["data_seconds"], 2)}
+                       "seconds": round(self.clock() - t_epoch, 1), "data_seconds": round(out["data_seconds"], 2)}
                 evaluated = (self.epoch + 1) % self.cfg.train.eval_period == 0 or last
                 if self.main:
                     self.end_epoch(self.epoch + 1, row, evaluated)
@@ -265,14 +267,14 @@ class Run:
         """Epoch ``n`` (1-based) has trained (rank 0): its evaluation when due, its row, best.pt, last.pt, epochN.pt."""
         if evaluate_now:  # the epoch's training is safe before evaluation starts; resumed, the evaluation runs then
             self.save("last.pt", n, pending_row=row)
-            t_eval = time.time()
+            t_eval = self.clock()
             try:
                 self.metrics = self.evaluate()
             except RuntimeError:
                 if not self.stop.asked:
                     raise
                 return  # the stop's signal also ended the evaluation's loader workers; resumed, it runs again
-            self.eval_seconds.append(time.time() - t_eval)
+            self.eval_seconds.append(self.clock() - t_eval)
             m, val_loss = self.metrics, sum(self.metrics["val_loss"].values())
             row.update({f"val_{k}": v for k, v in m["val_loss"].items()}, map50=m["map50"], map50_07=m["map50_07"],
                        map50_95=m["map50_95"], precision=m["precision"], recall=m["recall"],
@@ -309,7 +311,7 @@ class Run:
 
     def elapsed(self) -> float:
         """Seconds trained, over all the invocations of this run."""
-        return self.elapsed_before + time.time() - self.t_start
+        return self.elapsed_before + self.clock() - self.t_start
 
     def save(self, name: str, next_epoch: int, pending_row: dict | None = None) -> None:
         """The run's state now, to resume with the (0-based) epoch ``next_epoch``, as ``run_dir / name``."""
