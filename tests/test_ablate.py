@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -172,32 +171,35 @@ def test_arms_are_compared_with_the_first_and_report_the_rarest_class(tmp_path: 
         ablate.main([*argv, "--grid", "loss.focal_loss=false,true"], runner=fake)
 
 
-def test_jobs_run_side_by_side_and_a_stop_starts_no_new_run(tmp_path: Path) -> None:
+def test_jobs_run_side_by_side_and_a_stop_starts_no_new_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     argv = ["--grid", "loss.focal_loss=false,true", "--seeds", "3", "--out", str(tmp_path), "--jobs", "2"]
-    running, most, lock = [0], [0], threading.Lock()
+    # each run waits until a second one has started: with --jobs 1 the barrier breaks (after its 60 s guard against
+    # a hang) and the sweep fails; six runs meet in three pairs
+    both = threading.Barrier(2, timeout=60)
 
-    class Slow(FakeTrain):
+    class SideBySide(FakeTrain):
         def __call__(self, args: list[str], log: Path) -> int:
-            with lock:
-                running[0] += 1
-                most[0] = max(most[0], running[0])
-            time.sleep(0.2)
-            with lock:
-                running[0] -= 1
+            both.wait()
             return super().__call__(args, log)
 
-    slow = Slow()
-    assert ablate.main(argv, runner=slow) == 0
-    assert most[0] == 2 and len(slow.calls) == 6
+    runs = SideBySide()
+    assert ablate.main(argv, runner=runs) == 0
+    assert len(runs.calls) == 6
     assert len(list(csv.DictReader(open(tmp_path / "ablation.csv")))) == 6
 
-    out = tmp_path / "second"
-    calls = []
+    # the second run is stopped by a signal; the first ends only once the sweep has printed that stop, so its thread,
+    # free again, must find the stop and start none of the four runs left
+    out, calls, said = tmp_path / "second", [], threading.Event()
+    monkeypatch.setattr(ablate, "print", lambda *a, **k: said.set() if "stopped by a signal;" in str(a[0]) else None,
+                        raising=False)
 
-    def stopped_at_second(args: list[str], log: Path) -> int:  # the second run is stopped by a signal
+    def stopped_at_second(args: list[str], log: Path) -> int:
         calls.append(args)
-        time.sleep(0.1)
-        return 130 if len(calls) == 2 else FakeTrain()(args, log)
+        both.wait()
+        if args is calls[1]:  # both have started: the later one is stopped
+            return 130
+        assert said.wait(60)  # a guard against a hang, not a bound on time
+        return FakeTrain()(args, log)
 
     with pytest.raises(SystemExit) as stop:
         ablate.main([*argv[:5], str(out), "--jobs", "2"], runner=stopped_at_second)

@@ -230,11 +230,11 @@ def run_sweep(config: str, overrides: list[str], settings: list[dict[str, str]],
             print(f"{tag}: training in {run_dir}", flush=True)
         status = runner(args, out / "logs" / f"{name}.log")
         if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            stop.append(status)  # first: a run that ends meanwhile starts no other
             print(f"{tag}: stopped by a signal; {run_dir / 'last.pt'} is saved.", flush=True)
-            stop.append(status)
         elif status != 0 or not finished(result):
-            print(f"error: the run {run_dir} ended with status {status}; see {out / 'logs' / f'{name}.log'}.", flush=True)
             stop.append(1)
+            print(f"error: the run {run_dir} ended with status {status}; see {out / 'logs' / f'{name}.log'}.", flush=True)
         else:
             r = json.loads(result.read_text())
             print(f"{tag}: mAP50 {r.get('map50', float('nan')):.4f}  mAP50-95 {r.get('map50_95', float('nan')):.4f}  "
