@@ -206,6 +206,7 @@ def test_jobs_run_side_by_side_and_a_stop_starts_no_new_run(tmp_path: Path, monk
     assert stop.value.code == 130 and len(calls) == 2  # the two running ones end; none of the other four starts
 
 
+@pytest.mark.slow
 def test_a_real_sweep_of_two_tiny_runs(tmp_path: Path) -> None:
     out = tmp_path / "sweep"  # side by side, as --jobs 2: the set is made once before, each run has one thread
     argv = ["--grid", "loss.focal_loss=false,true", "--seeds", "1", "--out", str(out), "--jobs", "2",

@@ -61,6 +61,7 @@ def test_convs_only_keeps_the_convolutions_and_drops_the_rest() -> None:
     assert all(0.05 < float(f.std()) < 20 for f in feats)
 
 
+@pytest.mark.slow
 def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
     # bfloat16 is timed where the CPU has bfloat16 instructions (as the bench does by default); emulated, its
     # convolutions take minutes even at this size
@@ -109,6 +110,7 @@ def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
         assert 0 < m["bf16_max_rel_diff"] < 0.05  # bfloat16 keeps 8 significant bits; the maps differ, a little
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_its_steps_in_smoke_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture) -> None:
     # CI has no GPU: the script's steps (train, stop, resume, evaluate, eval.py, predict.py) at tiny sizes on the CPU

@@ -46,6 +46,7 @@ def randomized(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_their_state_dict_loads_and_gives_the_same_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     theirs = randomized(reference_body(20, monkeypatch))

@@ -96,6 +96,7 @@ def test_model_computes_what_darknet_computes(name: str, tokens: list[str]) -> N
         torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_yolov4_round_trip_and_file_size(tmp_path: Path) -> None:
     model = randomize(build_model("yolov4", 80))
     path = save_darknet(model, tmp_path / "yolov4.weights", seen=32_032_000)

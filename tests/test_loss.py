@@ -350,6 +350,7 @@ def test_from_config_builds_the_configured_loss() -> None:
     assert (loss.focal_loss, loss.focal_gamma, loss.label_smoothing, loss.iou_type) == (True, 1.5, 0.05, "giou")
 
 
+@pytest.mark.slow
 def test_small_model_overfits_two_images() -> None:
     # yolov4-tiny at 64 px on a 2-image batch: the total loss falls by over 90%
     # (last 5 steps' mean against the first step).

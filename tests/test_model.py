@@ -213,6 +213,7 @@ def test_fused_matches_unfused(name: str) -> None:
         torch.testing.assert_close(c, r, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_bench_model_runs_and_reports(tmp_path) -> None:
     # A smoke run at a tiny input: the JSON has the fields the README quotes (no timing asserts).
     import json

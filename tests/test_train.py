@@ -31,6 +31,7 @@ def tiny_cfg(tmp_path: Path, *extra: str):
                                        *TINY_RUN, *extra])
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_folder(tmp_path: Path) -> None:
     result = fit(tiny_cfg(tmp_path, "train.epochs=2"))
     run = Path(result["run_dir"])
@@ -50,6 +51,7 @@ def test_a_run_writes_its_folder(tmp_path: Path) -> None:
     assert fit(tiny_cfg(tmp_path, "train.epochs=1"))["run_dir"] == str(tmp_path / "runs" / "exp2")
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path: Path) -> None:
     # deterministic on the CPU: data is a function of (seed, epoch, index), the sampler is seeded per epoch,
     # and the checkpoint restores model, EMA, optimizer, scaler, iteration and RNGs; equality is exact.
@@ -64,6 +66,7 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path: Path) -> None
     assert [r["epoch"] for r in rows] == ["1", "2"]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # train.amp=bf16 on the CPU: the model's maps reach the loss in bfloat16, the weights stay float32
     seen: list[torch.dtype] = []
@@ -81,6 +84,7 @@ def test_bf16_autocast_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert math.isfinite(result["map50"])
 
 
+@pytest.mark.slow
 def test_the_defaults_pick_bf16_and_channels_last_on_a_cpu_with_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      caplog: pytest.LogCaptureFixture,
                                                                      capsys: pytest.CaptureFixture) -> None:
@@ -107,6 +111,7 @@ def test_the_defaults_pick_bf16_and_channels_last_on_a_cpu_with_bf16(tmp_path: P
     assert "\r" not in err and "epoch 1/1: 2/2 (100%), " in err
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model(tmp_path: Path) -> None:
     first = fit(tiny_cfg(tmp_path, "train.epochs=2"), stop_after=1)
     last = Path(first["run_dir"]) / "last.pt"
@@ -133,6 +138,7 @@ def test_non_finite_losses_stop_the_run_and_save(tmp_path: Path, monkeypatch: py
     assert (tmp_path / "runs" / "exp" / "last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_a_split_smaller_than_a_batch_still_trains(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     result = fit(tiny_cfg(tmp_path, "train.epochs=2", "shapes.num_train=3"))  # 3 images, batch 8
     run = Path(result["run_dir"])
@@ -142,6 +148,7 @@ def test_a_split_smaller_than_a_batch_still_trains(tmp_path: Path, caplog: pytes
     assert "the training split has 3 images, fewer than one batch of 8 (train.batch_size)" in caplog.text
 
 
+@pytest.mark.slow
 def test_last_pt_is_saved_before_the_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import utils.train.fit
 
@@ -165,6 +172,7 @@ def test_last_pt_is_saved_before_the_evaluation(tmp_path: Path, monkeypatch: pyt
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and all(r["map50"] != "" for r in rows)
 
 
+@pytest.mark.slow
 def test_a_kill_after_the_row_before_the_save_leaves_no_row_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # epoch 2's row is written, then the process dies before last.pt is saved again: the last.pt on disk is the
     # one saved before epoch 2's evaluation, which runs again on resume and must not add its row a second time
@@ -213,6 +221,7 @@ class EpochClock:
         return self.now
 
 
+@pytest.mark.slow
 def test_time_limit_fits_the_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 60 s budget, epochs of 10 s, evaluations of 2 s after each. After epoch 1 (10 s, no evaluation timed yet, so
     # one is taken as 0.2 x 10 = 2 s): 60 - 10 - 2 (the final evaluation) = 48 s left at 12 s an epoch -> 4 more,
@@ -293,6 +302,7 @@ def _ddp_worker(rank: int, world: int, cfg_args: list[str], out_dir: str, port: 
     torch.save(result["state_dict"], Path(out_dir) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     import socket
 
@@ -357,6 +367,7 @@ def test_voc_yaml_without_its_backbone_stops_before_any_work(tmp_path: Path, cap
     assert not (tmp_path / "runs").exists()  # no run folder, no data read
 
 
+@pytest.mark.slow
 def test_a_random_backbone_is_not_frozen(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import utils.train.fit
@@ -370,6 +381,7 @@ def test_a_random_backbone_is_not_frozen(tmp_path: Path, caplog: pytest.LogCaptu
     assert calls and not any(calls)  # epoch 1 trained the backbone too
 
 
+@pytest.mark.slow
 def test_patience_ends_a_run_that_stopped_improving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture) -> None:
     import utils.train.fit
