@@ -110,6 +110,41 @@ def test_nms_keeps_the_best_of_overlapping_boxes_per_class() -> None:
     assert len(capped) == 1
 
 
+def test_nms_score_threshold_is_strict_and_the_class_filter_and_candidate_cap_apply() -> None:
+    # score = objectness x the best class probability: 0.5 x 0.5 = 0.25 exactly in float32
+    pred = torch.tensor([[[0, 0, 10, 10, 0.5, 0.5, 0.1],  # class 0, 0.25
+                          [20, 20, 30, 30, 0.9, 0.1, 0.9],  # class 1, 0.81
+                          [40, 40, 50, 50, 0.8, 0.9, 0.1]]])  # class 0, 0.72
+    (out,) = non_max_suppression(pred, 0.25, 0.5, 300)
+    assert out[:, 4].tolist() == pytest.approx([0.81, 0.72])  # 0.25 is not over 0.25
+    (out,) = non_max_suppression(pred, 0.2, 0.5, 300, classes=[0])
+    assert out[:, 5].tolist() == [0.0, 0.0] and out[:, 4].tolist() == pytest.approx([0.72, 0.25])
+    (out,) = non_max_suppression(pred, 0.2, 0.5, 300, classes=[1, 5])
+    assert out[:, 5].tolist() == [1.0]
+    # the candidate cap keeps the best scores before NMS: with 2, the 0.25 box goes
+    (out,) = non_max_suppression(pred, 0.2, 0.5, 300, max_candidates=2)
+    assert out[:, 4].tolist() == pytest.approx([0.81, 0.72])
+
+
+def test_nms_defaults_are_conf_0001_iou_05_and_300_boxes() -> None:
+    # 400 boxes 20 px apart on a 20 x 20 grid (no overlap), scores 0.9 down to 0.5; then a box with IoU 0.81 beside
+    # the best one (suppressed at IoU 0.5) and one scoring 0.0009 x 1 (under 0.001)
+    xy = torch.stack(torch.meshgrid(torch.arange(20.0), torch.arange(20.0), indexing="ij"), -1).view(-1, 2) * 20
+    grid = torch.cat([xy, xy + 10, torch.linspace(0.9, 0.5, 400)[:, None], torch.ones(400, 1)], 1)
+    extra = torch.tensor([[1, 1, 10, 10, 0.85, 1.0], [500, 500, 510, 510, 0.0009, 1.0]])
+    (out,) = non_max_suppression(torch.cat([grid, extra])[None])
+    assert len(out) == 300  # max_det
+    assert out[:, 4].tolist() == pytest.approx(grid[:300, 4].tolist())  # the best 300 of the grid, none of the extra
+    (few,) = non_max_suppression(torch.cat([grid[:2], extra])[None])
+    assert few[:, :4].tolist() == grid[:2, :4].tolist()  # IoU 0.81 > 0.5 suppressed, 0.0009 < 0.001 dropped
+
+
+def test_decode_needs_one_spec_level_per_map() -> None:
+    spec = DecodeSpec(tuple(ANCHORS), ((1, 2, 3),), (16,), (1.0,))  # one level, for two maps
+    with pytest.raises(ValueError, match="zip"):
+        decode_predictions([torch.zeros(1, 3 * 7, 4, 4), torch.zeros(1, 3 * 7, 2, 2)], spec)
+
+
 def test_detect_applies_the_configured_nms_threshold_and_limits() -> None:
     # one level, stride 16, one 32x32 anchor; logits 0 put each cell's box on the cell's centre with the anchor's
     # size. Cells (x, y) = (2, 2) and (3, 2): boxes [24, 24, 56, 56] and [40, 24, 72, 56], IoU 16*32 / (2*1024 - 512)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_iou, sigmoid_focal_loss
+from torchvision.ops import box_iou, complete_box_iou, sigmoid_focal_loss
 
 from nets.box_coding import decode_boxes, to_per_anchor
 from nets.loss import YOLOLoss
@@ -368,3 +369,92 @@ def test_small_model_overfits_two_images() -> None:
         opt.step()
         history.append(total.item())
     assert sum(history[-5:]) / 5 < 0.1 * history[0], history
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loc_and_cls_terms_equal_a_plain_loop_over_the_positives(seed: int) -> None:
+    # per level the mean over its positives of (1 - CIoU) and of the mean class BCE, summed over the levels; each
+    # positive's box decoded cell by cell with Darknet's formula (scale_x_y 1.2 / 1.1 / 1.05, so that its term counts)
+    sxy = (1.2, 1.1, 1.05)
+    loss = make_loss(4, 128, scale_x_y=sxy, label_smoothing=0.1)
+    maps = random_maps(loss, 2, 128, seed, scale=0.5)
+    targets = random_targets(2, 5, 128, 4, seed)
+    _, terms = loss(maps, targets)
+    got = loss.assign(maps, targets)
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    loc_ref, cls_ref, counts = 0.0, 0.0, []
+    for lvl, tg in enumerate(got.levels):
+        if not len(tg.b):
+            continue
+        counts.append(len(tg.b))
+        p = to_per_anchor(maps[lvl], 3)  # [B, A, H, W, 5 + C]
+        stride, s = loss.strides[lvl], sxy[lvl]
+        loc_l, cls_l = 0.0, 0.0
+        for i in range(len(tg.b)):
+            b, a, gy, gx = int(tg.b[i]), int(tg.a[i]), int(tg.gy[i]), int(tg.gx[i])
+            tx, ty, tw, th = p[b, a, gy, gx, :4].tolist()
+            aw, ah = loss.level_anchors(lvl)[a].tolist()
+            cx, cy = (gx + sig(tx) * s - (s - 1) / 2) * stride, (gy + sig(ty) * s - (s - 1) / 2) * stride
+            w, h = math.exp(tw) * aw, math.exp(th) * ah
+            box = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
+            loc_l += 1 - float(complete_box_iou(box, tg.boxes[i:i + 1])[0, 0])
+            y = torch.full((4,), 0.05)
+            y[int(tg.classes[i])] = 0.95
+            cls_l += float(F.binary_cross_entropy_with_logits(p[b, a, gy, gx, 5:], y))
+        loc_ref += loc_l / len(tg.b)
+        cls_ref += cls_l / len(tg.b)
+    assert len(counts) >= 2 and len(set(counts)) >= 2  # levels with different positive counts: the weights matter
+    assert terms["loc"].item() == pytest.approx(loc_ref * 0.05, rel=1e-4)
+    assert terms["cls"].item() == pytest.approx(cls_ref * 4 / 80, rel=1e-4)
+
+
+def test_the_loss_defaults_are_the_schemas() -> None:
+    # YOLOLoss built without a config behaves as the config's defaults say
+    from utils.config.schema import LossConfig
+
+    direct = YOLOLoss(4, ANCHORS, (8, 16, 32), 416)
+    configured = YOLOLoss(4, ANCHORS, (8, 16, 32), 416, **dataclasses.asdict(LossConfig()))
+    for key in ("iou_type", "box_weight", "obj_weight", "cls_weight", "balance", "focal_loss", "focal_alpha", "focal_gamma",
+                "focal_loss_ratio", "focal_normalize", "focal_cls", "label_smoothing", "obj_iou_target", "focal_form"):
+        assert getattr(direct, key) == getattr(configured, key), key
+    assert direct.assigner.ignore_thresh == configured.assigner.ignore_thresh == 0.5
+    assert direct.assigner.multi_anchor_iou == configured.assigner.multi_anchor_iou
+
+
+def test_bad_loss_settings_are_refused_with_the_value() -> None:
+    for kw, message in (({"iou_type": "xiou"}, "iou_type must be one of .*got 'xiou'"),
+                        ({"focal_normalize": "sum"}, "focal_normalize must be 'mean' or 'num_pos', got 'sum'"),
+                        ({"focal_form": "nope"}, "focal_form must be one of classic, varifocal, quality, got 'nope'"),
+                        ({"obj_iou_target": 1.5}, r"obj_iou_target must be in \[0, 1\], got 1.5"),
+                        ({"obj_iou_target": -0.1}, r"obj_iou_target must be in \[0, 1\], got -0.1")):
+        with pytest.raises(ValueError, match=message):
+            make_loss(**kw)
+    assert make_loss(obj_iou_target=1.0).obj_iou_target == 1.0  # the ends of the range are allowed
+    with pytest.raises(ValueError, match=r"expected 3 maps \(strides \(8, 16, 32\)\), got 2"):
+        make_loss()(random_maps(make_loss(), 1, 128)[:2], torch.zeros(0, 6))
+
+
+def test_the_focal_form_counts_only_with_focal_loss_on() -> None:
+    # focal_form picks among the focal forms; with focal_loss off the term is BCE whatever it says
+    targets = random_targets(2, 6, 128, 4, 3)
+    maps = random_maps(make_loss(), 2, 128, 3)
+    bce = make_loss(focal_loss=False)(maps, targets)[1]["conf"]
+    for form in ("varifocal", "quality"):
+        torch.testing.assert_close(make_loss(focal_loss=False, focal_form=form)(maps, targets)[1]["conf"], bce)
+
+
+def test_one_positive_normalizes_by_one() -> None:
+    # focal_normalize num_pos with a single positive: each level's sum over its kept cells, divided by 1
+    loss = make_loss(4, 128, focal_loss=True, focal_normalize="num_pos")
+    maps = random_maps(loss, 1, 128, 7)
+    t = torch.tensor([[0, 1, 30.0, 30, 70, 80]])
+    levels = loss.assign(maps, t).levels
+    assert sum(int(tg.obj_mask.sum()) for tg in levels) == 1
+    ref = 0.0
+    for lvl, tg in enumerate(levels):
+        logits = to_per_anchor(maps[lvl], 3)[..., 4]
+        p = logits.sigmoid()
+        bce = F.binary_cross_entropy_with_logits(logits, tg.obj_mask.float(), reduction="none")
+        ratio = torch.where(tg.obj_mask, 0.25, 0.75) * torch.where(tg.obj_mask, 1 - p, p) ** 2
+        ref += float((bce * ratio)[~tg.ignore_mask | tg.obj_mask].sum()) * loss.balance[lvl]
+    assert loss(maps, t)[1]["conf"].item() == pytest.approx(ref * loss.focal_loss_ratio * loss.obj_weight, rel=1e-4)
