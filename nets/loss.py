@@ -77,7 +77,6 @@ class YOLOLoss(nn.Module):
         self.strides, self.anchor_masks = self.assigner.strides, self.assigner.anchor_masks
         self.num_anchors, self.scale_x_y = self.assigner.num_anchors, self.assigner.scale_x_y
         self.balance = [float(balance[stride_index(s)]) for s in self.strides]  # given per stride 8, 16, 32
-        self.input_size = input_size
         self.iou_type = iou_type
         self.box_weight = box_weight
         self.obj_weight = obj_weight * input_size**2 / NOMINAL_INPUT**2

@@ -9,7 +9,7 @@ import pytest
 
 from utils.data.records import Record
 from utils.metrics.coco import coco_evaluate, coco_evaluate_fast
-from utils.metrics.voc import best_f1, confusion_matrix, voc_ap, voc_evaluate
+from utils.metrics.voc import best_f1, confusion_matrix, voc_ap, voc_evaluate, voc_match
 
 
 def scene(seed: int, n_img: int = 40, num_classes: int = 5, per_image: int = 20):
@@ -206,3 +206,62 @@ def test_confusion_matrix_by_hand() -> None:
     want = np.zeros((4, 4), int)
     want[0, 0] = want[0, 1] = want[1, 3] = want[0, 3] = want[3, 2] = 1  # rows predicted, columns true, 3 background
     np.testing.assert_array_equal(m, want)
+
+
+def confusion_loop(dets, gts, num_classes: int, score_thr: float, iou_thr: float) -> np.ndarray:
+    """The confusion matrix written plainly: per image, every (detection, ground truth) pair at IoU >= iou_thr,
+    the highest IoU first (ties in detection, then ground-truth order), each box paired at most once."""
+    bg = num_classes
+    m = np.zeros((num_classes + 1, num_classes + 1), int)
+    for det, gt in zip(dets, gts, strict=True):
+        det = [d for d in det.tolist() if d[4] >= score_thr]
+        pairs = []
+        for i, d in enumerate(det):
+            for j, b in enumerate(gt.boxes.tolist()):
+                iw = min(d[2], b[2]) - max(d[0], b[0])
+                ih = min(d[3], b[3]) - max(d[1], b[1])
+                inter = max(iw, 0) * max(ih, 0)
+                iou = inter / ((d[2] - d[0]) * (d[3] - d[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+                if iou >= iou_thr:
+                    pairs.append((-iou, i, j))
+        used_d, used_g = set(), set()
+        for _, i, j in sorted(pairs):
+            if i in used_d or j in used_g:
+                continue
+            used_d.add(i), used_g.add(j)
+            if not gt.difficult[j]:
+                m[int(det[i][5]), int(gt.labels[j])] += 1
+        for i, d in enumerate(det):
+            if i not in used_d:
+                m[int(d[5]), bg] += 1
+        for j, label in enumerate(gt.labels.tolist()):
+            if j not in used_g and not gt.difficult[j]:
+                m[bg, label] += 1
+    return m
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("score_thr", "iou_thr"), [(0.5, 0.5), (0.3, 0.7)])
+def test_confusion_matrix_equals_a_plain_loop(seed: int, score_thr: float, iou_thr: float) -> None:
+    dets, gts = scene(seed)  # scores rounded to 0.01: some are exactly 0.5 or 0.3, on the threshold
+    assert any((d[:, 4] == score_thr).any() for d in dets)
+    m = confusion_matrix(dets, gts, 5, score_thr=score_thr, iou_thr=iou_thr)
+    ref = confusion_loop(dets, gts, 5, score_thr, iou_thr)
+    assert m.max() > 1 and m[:5, :5].trace() > 10  # counts that add up, and pairs of the right class
+    np.testing.assert_array_equal(m, ref)
+    assert confusion_matrix(dets, gts, 5).tolist() == confusion_loop(dets, gts, 5, 0.5, 0.5).tolist()  # the defaults
+
+
+def test_voc_match_keeps_images_apart_and_counts_an_iou_at_the_threshold() -> None:
+    # two images with six ground truths of class 0 each, in a row; every one found once (the first images' fifth and
+    # the second's first must not be taken for the same box), plus on image 1 a detection at IoU 0.5 exactly with a
+    # seventh ground truth (10 x 10 against 10 x 5: 50 / 100), a TP as ">= 0.5" says
+    row = np.array([[20 * k, 0, 20 * k + 10, 10] for k in range(6)], np.float32)
+    g0 = Record("0", "0.jpg", 200, 50, row, np.zeros(6, int), np.zeros(6, bool))
+    g1 = Record("1", "1.jpg", 200, 50, np.concatenate([row, [[0, 30, 10, 35]]]).astype(np.float32), np.zeros(7, int),
+                np.zeros(7, bool))
+    score = np.linspace(0.9, 0.4, 13)
+    d0 = np.concatenate([row, score[:6, None], np.zeros((6, 1))], 1)
+    d1 = np.concatenate([np.concatenate([row, [[0, 30, 10, 40]]]), score[6:, None], np.zeros((7, 1))], 1)
+    pr = voc_match([d0, d1], [g0, g1], 0)
+    assert pr.npos == 13 and pr.tp.tolist() == [1.0] * 13 and pr.fp.tolist() == [0.0] * 13
