@@ -265,3 +265,9 @@ def test_voc_match_keeps_images_apart_and_counts_an_iou_at_the_threshold() -> No
     d1 = np.concatenate([np.concatenate([row, [[0, 30, 10, 40]]]), score[6:, None], np.zeros((7, 1))], 1)
     pr = voc_match([d0, d1], [g0, g1], 0)
     assert pr.npos == 13 and pr.tp.tolist() == [1.0] * 13 and pr.fp.tolist() == [0.0] * 13
+
+
+def test_the_metrics_need_one_ground_truth_per_detection_list() -> None:
+    dets, gts = scene(0, n_img=3)
+    with pytest.raises(ValueError, match="zip"):
+        confusion_matrix(dets[:2], gts, 5)
