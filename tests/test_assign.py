@@ -11,6 +11,7 @@ from torchvision.ops import box_iou
 
 from nets.box_coding import decode_boxes, to_per_anchor
 from nets.loss import YOLOLoss
+from tests.test_loss import ANCHORS as ANCHORS_V4
 from tests.test_loss import TINY, V4, make_loss, random_maps, random_targets
 
 
@@ -277,3 +278,47 @@ def test_an_iou_exactly_at_the_ignore_threshold_is_not_ignored(thresh: float) ->
     assert ignored_at(thresh) == (False, False)  # at the threshold: not more than it
     below = thresh - 1e-3  # a hair under the IoU: ignored (the fast path still, as 0.499 < 0.5 is dense: same answer)
     assert ignored_at(below) == (True, True)
+
+
+@pytest.mark.parametrize("ignore", [0.3, 0.5])  # the dense definition, the fast path
+def test_ignore_mask_equals_darknet_formula_with_wide_scale_and_uneven_images(ignore: float) -> None:
+    # scale_x_y 2 lets a cell's prediction centre reach half a cell beyond its neighbours, so the fast path's window
+    # must widen by (s - 1) / 2 cells; maps 96 x 128 (H != W); images with 4, 1 and 0 ground truths (padding in the
+    # dense definition). Reference: every cell decoded with Darknet's formula, written here, against torchvision's IoU.
+    from nets.assign import TargetAssigner
+
+    a = TargetAssigner(4, ANCHORS_V4, (8, 16, 32), scale_x_y=(2.0, 2.0, 2.0), ignore_thresh=ignore)
+    g = torch.Generator().manual_seed(3)
+    maps = [torch.randn(3, 3 * 9, 96 // s, 128 // s, generator=g) * 0.7 for s in (8, 16, 32)]
+    targets = torch.tensor([[0, 1, 10.0, 20, 60, 70], [0, 2, 30, 5, 110, 90], [0, 0, 70, 40, 90, 60], [0, 3, 5, 5, 20, 30],
+                            [1, 1, 40, 30, 100, 80]])
+    got = a(maps, targets)
+    for lvl, (m, stride) in enumerate(zip(maps, (8, 16, 32), strict=True)):
+        b_, _, h, w = m.shape
+        p = m.view(b_, 3, 9, h, w)
+        gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+        anchors = torch.tensor(ANCHORS_V4[3 * lvl: 3 * lvl + 3])[None, :, :, None, None]  # [1, A, 2, 1, 1]
+        cx = (gx + torch.sigmoid(p[:, :, 0]) * 2.0 - 0.5) * stride
+        cy = (gy + torch.sigmoid(p[:, :, 1]) * 2.0 - 0.5) * stride
+        bw, bh = torch.exp(p[:, :, 2]) * anchors[:, :, 0], torch.exp(p[:, :, 3]) * anchors[:, :, 1]
+        boxes = torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), -1)  # [B, A, H, W, 4]
+        for b in range(b_):
+            gt = targets[targets[:, 0] == b, 2:]
+            over = box_iou(boxes[b].reshape(-1, 4), gt).amax(1) > ignore if len(gt) else torch.zeros(3 * h * w, dtype=bool)
+            want = over.view(3, h, w) & ~got.levels[lvl].obj_mask[b]
+            assert torch.equal(got.levels[lvl].ignore_mask[b], want), (lvl, b)
+    assert sum(int(tg.ignore_mask.sum()) for tg in got.levels) > 5  # ignored cells there are
+
+
+def test_default_anchor_masks_bad_masks_and_no_saved_buffers() -> None:
+    from nets.assign import TargetAssigner
+
+    default = TargetAssigner(4, ANCHORS_V4, (8, 16, 32))
+    assert default.anchor_masks == ((0, 1, 2), (3, 4, 5), (6, 7, 8))  # consecutive groups, smallest first
+    assert TargetAssigner(4, ANCHORS_V4[:6], (16, 32)).anchor_masks == ((0, 1, 2), (3, 4, 5))
+    with pytest.raises(ValueError, match=r"need one anchor mask of equal length per stride, got \(\(0, 1, 2\), \(3, 4\)\)"):
+        TargetAssigner(4, ANCHORS_V4, (8, 16), ((0, 1, 2), (3, 4)))
+    with pytest.raises(ValueError, match="need one anchor mask of equal length per stride"):
+        TargetAssigner(4, ANCHORS_V4, (8, 16, 32), ((0, 1, 2), (3, 4, 5)))
+    # the anchors come from the card, never from a state_dict: a model's checkpoint holds no assigner buffers
+    assert default.state_dict() == {} and make_loss().state_dict() == {}
