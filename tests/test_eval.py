@@ -196,39 +196,45 @@ def test_decode_predictions_against_the_darknet_formula_by_hand() -> None:
 
 def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     from utils.config.files import read_classes
-    from utils.data.dataset import LetterboxDataset
     from utils.data.splits import load_records
     from utils.data.synthetic import ensure_shapes
-    from utils.train import engine
 
     cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", "shapes.num_train=4", "shapes.num_val=6",
                                       "shapes.num_test=0", "model.input_size=128"])
     classes = read_classes(cfg.data.classes_path)
     ensure_shapes(cfg, classes)
-    truth = LetterboxDataset(load_records(cfg.data, cfg.data.val_splits, classes)[0], 128)
-    rng, served = np.random.default_rng(0), [0]
+    truth = load_records(cfg.data, cfg.data.val_splits, classes)[0]
+    # an untrained model finds nothing, and two zeros agree: the model is replaced by raw maps that decode onto the
+    # ground truth moved by a few pixels, with the class wrong one time in four, plus false alarms of middling
+    # objectness on random cells; eval.py's own decode, NMS and scoring run on them
+    rng = np.random.default_rng(0)
+    noisy = copy.deepcopy(truth)
+    for r in noisy:
+        shift, grow = rng.normal(0, 2.5, (len(r.boxes), 2)), rng.normal(0, 1.5, (len(r.boxes), 2))
+        centre = np.clip((r.boxes[:, :2] + r.boxes[:, 2:]) / 2 + shift, 1, [r.width - 1, r.height - 1])
+        half = np.maximum((r.boxes[:, 2:] - r.boxes[:, :2]) / 2 + grow, 1.0)
+        r.boxes = np.concatenate([centre - half, centre + half], 1).astype(np.float32)
+        r.labels = np.where(rng.random(len(r.labels)) < 0.25, rng.integers(0, 6, len(r.labels)), r.labels)
+    maps = encode(noisy, 128, 6)
+    for m in maps:
+        view = m.view(len(noisy), 3, 11, *m.shape[2:])
+        alarm = torch.from_numpy(rng.random(view[:, :, 4].shape) < 0.08)
+        view[:, :, 4][alarm] = torch.from_numpy(rng.uniform(-3.0, 0.5, int(alarm.sum()))).float()
+        view[:, :, 5][alarm] = 3.0  # class 0
+    real_load = eval_cli.load_backend
 
-    def near_the_truth(outputs, spec, eval_cfg) -> list[torch.Tensor]:
-        # an untrained model finds nothing, and two zeros agree: detections are the images' ground truth (in input
-        # pixels) moved by a few pixels, with random scores and classes wrong one time in four, plus random boxes
-        out = []
-        for _ in range(len(outputs[0])):
-            t = truth.targets(served[0])
-            served[0] += 1
-            boxes = t[:, 1:] + rng.normal(0, 2.5, (len(t), 4))
-            labels = np.where(rng.random(len(t)) < 0.25, rng.integers(0, 6, len(t)), t[:, 0])
-            xy = rng.uniform(0, 100, (5, 2))
-            noise = np.concatenate([xy, xy + rng.uniform(5, 28, (5, 2))], 1)
-            rows = np.concatenate([np.column_stack([boxes, rng.uniform(0.2, 1, len(t)), labels]),
-                                   np.column_stack([noise, rng.uniform(0, 0.6, 5), rng.integers(0, 6, 5)])])
-            out.append(torch.tensor(rows, dtype=torch.float32))
-        return out
+    def replayed(*args, **kwargs):
+        backend = real_load(*args, **kwargs)
+        backend.model, backend.channels_last = Replay([m.clone() for m in maps]), False
+        return backend
 
-    monkeypatch.setattr(engine, "detect", near_the_truth)
+    monkeypatch.setattr(eval_cli, "load_backend", replayed)
     model = build_model("yolov4-tiny", 6)
     ckpt = tmp_path / "best.pt"
     save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(), "model_name": "yolov4-tiny",
@@ -261,7 +267,7 @@ def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path,
     from utils.config.load import save_config
 
     save_config(cfg, tmp_path / "cfg.yaml")
-    by_stem = [{**d, "image_id": Path(truth.records[d["image_id"] - 1].path).stem} for d in dets]
+    by_stem = [{**d, "image_id": Path(truth[d["image_id"] - 1].path).stem} for d in dets]
     (tmp_path / "by_stem.json").write_text(json.dumps(by_stem))
     for source in (run / "detections.json", tmp_path / "by_stem.json"):
         again = tmp_path / "again.json"
