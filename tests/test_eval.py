@@ -119,6 +119,8 @@ def test_nms_score_threshold_is_strict_and_the_class_filter_and_candidate_cap_ap
     assert out[:, 4].tolist() == pytest.approx([0.81, 0.72])  # 0.25 is not over 0.25
     (out,) = non_max_suppression(pred, 0.2, 0.5, 300, classes=[0])
     assert out[:, 5].tolist() == [0.0, 0.0] and out[:, 4].tolist() == pytest.approx([0.72, 0.25])
+    (out,) = non_max_suppression(pred, 0.5, 0.5, 300, classes=[0])  # both filters: the score one still applies
+    assert out[:, 4].tolist() == pytest.approx([0.72])
     (out,) = non_max_suppression(pred, 0.2, 0.5, 300, classes=[1, 5])
     assert out[:, 5].tolist() == [1.0]
     # the candidate cap keeps the best scores before NMS: with 2, the 0.25 box goes
