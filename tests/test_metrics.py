@@ -271,3 +271,27 @@ def test_the_metrics_need_one_ground_truth_per_detection_list() -> None:
     dets, gts = scene(0, n_img=3)
     with pytest.raises(ValueError, match="zip"):
         confusion_matrix(dets[:2], gts, 5)
+
+
+def test_the_per_class_table_as_printed() -> None:
+    from utils.metrics.voc import format_table, per_class_table
+
+    boxes = np.array([[0, 0, 5, 5], [5, 5, 9, 9]], np.float32)
+    records = [Record("0", "0.jpg", 10, 10, boxes, np.array([0, 1]), np.array([False, True])),
+               Record("1", "1.jpg", 10, 10, boxes[:1], np.array([0]), np.array([False]))]
+    nan = float("nan")
+    result = {"voc": {"npos": np.array([2, 0]), "p_at_best_f1": np.array([0.5, 0.0]), "r_at_best_f1": np.array([1.0, 0.0]),
+                      "ap07": np.array([0.75, nan]), "ap": np.array([0.8, nan]), "f1_score_thres": 0.25},
+              "coco": {"per_class_AP50_95": np.array([0.4, nan]), "AP50_95": 0.4, "AP50": 0.8, "AP75": 0.35, "APs": 0.1,
+                       "APm": 0.2, "APl": -1.0},
+              "precision": 0.5, "recall": 1.0, "map50_07": 0.75, "map50": 0.8, "map50_95": 0.4}
+    rows = per_class_table(result, records, ["circle", "square"])
+    # square's only object is difficult: in no image's count
+    assert [(r["class"], r["images"], r["objects"]) for r in rows] == [("circle", 2, 2), ("square", 0, 0)]
+    assert format_table(rows, result).splitlines() == [
+        "class            images objects       P       R  AP50-07    AP50  AP50-95",
+        "circle                2       2   0.500   1.000    0.750   0.800    0.400",
+        "square                0       0   0.000   0.000      -       -        -  ",  # NaN: no object to score
+        "all                           2   0.500   1.000    0.750   0.800    0.400",
+        "P and R at score 0.250 (the best mean F1). COCO-style: AP50-95 0.4000  AP50 0.8000  AP75 0.3500  APs 0.1000  "
+        "APm 0.2000  APl -1.0000"]
