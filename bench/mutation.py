@@ -70,9 +70,13 @@ def statuses(work: Path) -> dict[str, str]:
 
 def run_module(module: str, tests: list[str], work: Path, jobs: int) -> dict:
     """mutmut over ``module`` in a fresh copy under ``work``; each mutant's verdict."""
+    marker = work / ".bench-mutation"  # what this script made, and so may remove
     if work.exists():
-        shutil.rmtree(work)  # a folder this script made (WORK/<module>), never the checkout
+        if not marker.is_file():
+            raise SystemExit(f"error: {work} exists and was not made by bench/mutation.py; give another --work")
+        shutil.rmtree(work)
     work.mkdir(parents=True)
+    marker.touch()
     copy_tree(work)
     with open(work / "pyproject.toml", "a") as f:
         f.write(mutmut_config(module, tests))
