@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import tomllib  # Python 3.11 on (as mutmut itself)
@@ -68,6 +69,16 @@ def statuses(work: Path) -> dict[str, str]:
     return {name: status for name, status in pairs}
 
 
+def mutmut_run(work: Path, jobs: int, mutants: list[str], log_name: str) -> float:
+    """``mutmut run`` in ``work`` (all mutants, or those named), its output to ``work/log_name``; its seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # jobs share the cores
+    t0 = time.monotonic()
+    with open(work / log_name, "w") as log:
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *mutants], cwd=work, env=env,
+                       stdout=log, stderr=subprocess.STDOUT, check=False)
+    return round(time.monotonic() - t0, 1)
+
+
 def run_module(module: str, tests: list[str], work: Path, jobs: int) -> dict:
     """mutmut over ``module`` in a fresh copy under ``work``; each mutant's verdict."""
     marker = work / ".bench-mutation"  # what this script made, and so may remove
@@ -80,12 +91,8 @@ def run_module(module: str, tests: list[str], work: Path, jobs: int) -> dict:
     copy_tree(work)
     with open(work / "pyproject.toml", "a") as f:
         f.write(mutmut_config(module, tests))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # jobs share the cores
-    t0 = time.monotonic()
-    with open(work / "mutmut.log", "w") as log:
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=work, env=env,
-                       stdout=log, stderr=subprocess.STDOUT, check=False)
-    return {"module": module, "tests": tests, "seconds": round(time.monotonic() - t0, 1), "verdicts": statuses(work)}
+    seconds = mutmut_run(work, jobs, [], "mutmut.log")
+    return {"module": module, "tests": tests, "seconds": seconds, "verdicts": statuses(work)}
 
 
 def rerun_survivors(entry: dict, work: Path, jobs: int) -> dict:
@@ -94,12 +101,8 @@ def rerun_survivors(entry: dict, work: Path, jobs: int) -> dict:
     for dest in (work / "tests", work / "mutants" / "tests"):
         shutil.copytree(ROOT / "tests", dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     survivors = sorted(n for n, s in entry["verdicts"].items() if s not in KILLED)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    t0 = time.monotonic()
-    with open(work / "mutmut_survivors.log", "w") as log:
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *survivors], cwd=work, env=env,
-                       stdout=log, stderr=subprocess.STDOUT, check=False)
-    return {**entry, "verdicts": statuses(work), "survivors_rerun_seconds": round(time.monotonic() - t0, 1)}
+    seconds = mutmut_run(work, jobs, survivors, "mutmut_survivors.log")
+    return {**entry, "verdicts": statuses(work), "survivors_rerun_seconds": seconds}
 
 
 def summary(entry: dict, equivalent: dict[str, str], work: Path | None = None) -> dict:
@@ -115,9 +118,7 @@ def summary(entry: dict, equivalent: dict[str, str], work: Path | None = None) -
                 diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, capture_output=True,
                                       text=True).stdout
                 f.write(f"# equivalent: {equivalent[name]}\n{diff}\n" if name in equivalent else f"{diff}\n")
-    by_status: dict[str, int] = {}
-    for s in verdicts.values():
-        by_status[s] = by_status.get(s, 0) + 1
+    by_status = dict(Counter(verdicts.values()))
     return {"module": entry["module"], "mutants": len(verdicts), "killed": killed, "survived": len(survivors) - eq,
             "equivalent": eq, "score": round(killed / max(len(verdicts) - eq, 1), 3), "by_status": by_status,
             "seconds": entry["seconds"], "survivors": [n for n in survivors if n not in equivalent]}
@@ -151,9 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     done = json.loads(done_path.read_text()) if done_path.is_file() else {}
     for module in args.modules:
         folder = work / module.replace("/", "_")
-        if module in done and "verdicts" not in done[module] and folder.is_dir():  # an older results.json
-            done[module] = {"module": module, "tests": done[module]["tests"], "seconds": done[module]["seconds"],
-                            "verdicts": statuses(folder)}
         if module in done and args.survivors:
             print(f"{module}: its survivors against the tests as they are now", file=sys.stderr, flush=True)
             done[module] = rerun_survivors(done[module], folder, args.jobs)
