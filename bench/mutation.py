@@ -149,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     done_path = work / "results.json"
-    done = json.loads(done_path.read_text()) if done_path.is_file() else {}
+
+    def read_done() -> dict:
+        return json.loads(done_path.read_text()) if done_path.is_file() else {}
+
+    done = read_done()
     for module in args.modules:
         folder = work / module.replace("/", "_")
         if module in done and args.survivors:
@@ -160,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{module}: mutmut against {', '.join(modules[module])}", file=sys.stderr, flush=True)
             done[module] = run_module(module, modules[module], folder, args.jobs)
-        done_path.write_text(json.dumps(done, indent=1))
+        entry = done[module]
+        done = read_done() | {module: entry}  # another run (another module) may have written since
+        tmp = done_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(done, indent=1))
+        tmp.replace(done_path)
         print(json.dumps(summary(done[module], equivalent, folder)), file=sys.stderr, flush=True)
     results = [summary(done[m], equivalent) for m in modules if m in done]
     print(json.dumps({"bench": "mutation", "modules": results, "table": table(results)}, indent=1))

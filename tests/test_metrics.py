@@ -170,6 +170,109 @@ def test_fast_coco_with_many_detections_per_class_and_max_det() -> None:
         assert fast[key] == pytest.approx(value, abs=1e-6), key
 
 
+def edge_scene():
+    """A scene built for COCOeval's edge cases, each of which the random scenes seldom reach: (image, class)
+    pairs holding 9, 17 and 20 ground truths (the bucket edges of the fast matching), ground truths and
+    unmatched detections of area exactly 32**2 and 96**2 (the area ranges' edges, both inclusive), IoUs of
+    exactly 0.5 and 0.75 (thresholds, inclusive), a detection that overlaps an ignored ground truth more than
+    the ordinary one it must take, and a pair with 101 detections whose last one alone is true (maxDets 100)."""
+    rng = np.random.default_rng(7)
+    gts, dets = [], []
+
+    def grid(n: int, size: float) -> np.ndarray:  # n boxes apart from each other on a 5-wide grid
+        xy = np.array([[(i % 5) * 130.0 + 5, (i // 5) * 130.0 + 5] for i in range(n)])
+        return np.concatenate([xy, xy + size], 1)
+
+    for n, label in ((9, 0), (17, 0), (20, 1)):
+        boxes = grid(n, 100.0)
+        difficult = np.arange(n) % 7 == 3
+        true = boxes + rng.normal(0, 6, boxes.shape)
+        false = boxes[::3] + [40, 40, 40, 40]
+        d = np.concatenate([true, false])
+        scores = np.round(rng.uniform(0.1, 1.0, len(d)), 1)  # ties
+        dets.append(np.column_stack([d, scores, np.full(len(d), label)]))
+        gts.append(Record(str(len(gts)), f"{len(gts)}.jpg", 700, 700, boxes, np.full(n, label), difficult))
+    # areas at the range edges: a 32x32 and a 96x96 ground truth, matched; unmatched detections of those areas
+    boxes = np.array([[0, 0, 32, 32], [100, 100, 196, 196]], np.float64)
+    d = np.array([[1, 0, 33, 32, 0.9, 0], [100, 101, 196, 197, 0.8, 0], [300, 300, 332, 332, 0.95, 0],
+                  [400, 400, 496, 496, 0.7, 0]])
+    dets.append(d)
+    gts.append(Record("3", "3.jpg", 600, 600, boxes, np.zeros(2, int), np.zeros(2, bool)))
+    # IoU exactly 0.5 and 0.75 (100x50 and 100x75 inside 100x100); and a detection whose IoU with the crowd
+    # (difficult) ground truth, 0.95, beats that with the ordinary one, 0.6: COCOeval takes the ordinary one
+    boxes = np.array([[0, 0, 100, 100], [200, 0, 300, 100], [400, 0, 500, 100], [400, 0, 500, 60]], np.float64)
+    d = np.array([[0, 0, 100, 50, 0.9, 1], [200, 0, 300, 75, 0.8, 1], [400, 0, 500, 100, 0.7, 1]])
+    dets.append(d)
+    gts.append(Record("4", "4.jpg", 600, 600, boxes[[0, 1, 3, 2]], np.ones(4, int), np.array([0, 0, 0, 1], bool)))
+    # 100 false alarms above one true detection in one (image, class) pair: the true one is cut
+    alarms = np.column_stack([grid(25, 20.0).repeat(4, 0) + 300, np.full(100, 0.9), np.zeros(100)])
+    d = np.concatenate([alarms, [[0, 0, 50, 50, 0.1, 0]]])
+    dets.append(d)
+    gts.append(Record("5", "5.jpg", 900, 900, np.array([[0, 0, 50, 50.0]]), np.zeros(1, int), np.zeros(1, bool)))
+    return [x.astype(np.float32) for x in dets], gts
+
+
+def test_fast_coco_equals_pycocotools_at_the_edges() -> None:
+    dets, gts = edge_scene()
+    ref = coco_evaluate(dets, gts, ["a", "b"])
+    fast = coco_evaluate_fast(dets, gts, 2)
+    assert ref["AP50"] > 0.5 and ref["APs"] > 0 and ref["APm"] > 0 and ref["APl"] > 0
+    for key, value in ref.items():
+        assert fast[key] == pytest.approx(value, abs=1e-6), key
+    # the cut at 100 detections matters: without it the last image's true detection raises AP
+    uncut = coco_evaluate_fast(dets, gts, 2, max_det=101)
+    assert uncut["AP50"] > fast["AP50"] + 1e-3
+
+
+def test_coco_files_as_written() -> None:
+    from utils.metrics.coco import coco_ground_truth, coco_results
+
+    boxes = np.array([[1, 2, 11, 22], [0, 0, 4, 4]], np.float32)
+    records = [Record("a", "/d/a.jpg", 40, 30, boxes, np.array([1, 0]), np.array([False, True])),
+               Record("b", "/d/b.png", 50, 60, boxes[:0], np.zeros(0, int), np.zeros(0, bool))]
+    assert coco_ground_truth(records, ["cat", "dog"]) == {
+        "images": [{"id": 1, "width": 40, "height": 30, "file_name": "/d/a.jpg"},
+                   {"id": 2, "width": 50, "height": 60, "file_name": "/d/b.png"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1.0, 2.0, 10.0, 20.0], "area": 200.0,
+                         "iscrowd": 0},
+                        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, 4.0, 4.0], "area": 16.0,
+                         "iscrowd": 1}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+    dets = [np.array([[1, 2, 11, 22, 0.5, 1]], np.float32), np.zeros((0, 6), np.float32)]
+    assert coco_results(dets) == [{"image_id": 1, "category_id": 2, "bbox": [1.0, 2.0, 10.0, 20.0], "score": 0.5}]
+
+
+def test_coco_results_read_back_and_refused() -> None:
+    from utils.metrics.coco import ResultsFileError, coco_results, read_coco_results
+
+    dets, gts = scene(3, n_img=4)
+    back = read_coco_results(coco_results(dets), gts, 5, "d.json")
+    assert all(b.dtype == np.float32 for b in back)
+    for b, d in zip(back, dets, strict=True):
+        np.testing.assert_allclose(b, d, atol=1e-4)
+    by_name = read_coco_results([{"image_id": "2.jpg", "category_id": 1, "bbox": [0, 0, 2, 3], "score": 0.5},
+                                 {"image_id": "3", "category_id": 5, "bbox": [1, 1, 2, 2], "score": 0.25}], gts, 5)
+    np.testing.assert_array_equal(by_name[2], [[0, 0, 2, 3, 0.5, 0]])
+    np.testing.assert_array_equal(by_name[3], [[1, 1, 3, 3, 0.25, 4]])
+    entry = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}
+    for bad, message in (({**entry, "image_id": 5}, r"d.json: entry 0 names image 5, which is not in the split"),
+                         ({**entry, "image_id": 0}, "names image 0"),
+                         ({**entry, "image_id": "x.jpg"}, "names image 'x.jpg'"),
+                         ({**entry, "category_id": 6}, r"entry 0 has category_id 6; the classes are 1..5"),
+                         ({**entry, "category_id": 0}, "category_id 0"),
+                         ({"image_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}, "entry 0 is not a COCO result")):
+        with pytest.raises(ResultsFileError, match=message):
+            read_coco_results([bad], gts, 5, "d.json")
+    with pytest.raises(ResultsFileError, match="d.json: not a COCO results list"):
+        read_coco_results({"x": 1}, gts, 5, "d.json")
+
+
+def test_coco_evaluate_prints_nothing(capsys: pytest.CaptureFixture) -> None:
+    dets, gts = scene(1, n_img=4)
+    coco_evaluate(dets, gts, [str(i) for i in range(5)])
+    assert capsys.readouterr().out == ""
+
+
 def test_coco_without_any_detection() -> None:
     _, gts = scene(0, n_img=5)
     dets = [np.zeros((0, 6), np.float32) for _ in gts]

@@ -146,25 +146,22 @@ def _coco_match(d_pair, d_rank, d_box, g_pair, g_rank, g_box, g_crowd, g_area, t
         for area_name, (lo, hi) in COCO_AREAS.items():
             matched, matched_ig = out[area_name]
             ig = gc | (ga < lo) | (ga > hi)  # [Pb, G] ignored ground truths
-            # COCOeval puts ignored ground truths last (stable); padding after them
-            perm = np.argsort(np.where(gv, ig.astype(int), 2), axis=1, kind="mergesort")
-            ig_s = np.take_along_axis(ig, perm, 1)
-            gv_s = np.take_along_axis(gv, perm, 1)
-            crowd_s = np.take_along_axis(gc, perm, 1)
-            iou_s = np.take_along_axis(iou, perm[rows_of_d], 1)  # [Nb, G]
             taken = np.zeros((len(pairs), t, gmax), bool)
             for r in range(dmax):
                 rows = np.nonzero(det_at[:, r] >= 0)[0]
                 det = det_at[rows, r]  # bucket-local detection index
-                iou_r = iou_s[det][:, None, :]  # [R, 1, G]
-                free = ~(taken[rows] & ~crowd_s[rows][:, None, :])  # [R, T, G]
-                ok = free & gv_s[rows][:, None, :] & (iou_r >= thr[None, :, None])
-                not_ig = ok & ~ig_s[rows][:, None, :]
-                use = np.where(not_ig.any(-1, keepdims=True), not_ig, ok)  # ignored ones only when no other
-                last = gmax - 1 - np.argmax(np.where(use, iou_r, -1.0)[..., rev], -1)  # last of equal maxima [R, T]
+                iou_r = iou[det][:, None, :]  # [R, 1, G]
+                free = ~(taken[rows] & ~gc[rows][:, None, :])  # [R, T, G]
+                ok = free & gv[rows][:, None, :] & (iou_r >= thr[None, :, None])
+                # COCOeval sorts the ignored ground truths last (stably) and stops at the first of them once it
+                # holds a match: an ignored one is taken only when no other qualifies. Among the candidates it
+                # keeps the last of equal maxima, in the original order within each group, as here.
+                not_ig = ok & ~ig[rows][:, None, :]
+                use = np.where(not_ig.any(-1, keepdims=True), not_ig, ok)
+                last = gmax - 1 - np.argmax(np.where(use, iou_r, -1.0)[..., rev], -1)  # [R, T]
                 found = use.any(-1)
                 matched[dets[det]] = found
-                matched_ig[dets[det]] = found & np.take_along_axis(ig_s[rows], last, 1)
+                matched_ig[dets[det]] = found & np.take_along_axis(ig[rows], last, 1)
                 rr, tt = np.nonzero(found)
                 taken[rows[rr], tt, last[rr, tt]] = True
     return out
@@ -176,12 +173,10 @@ def _interpolated_precision(tps: np.ndarray, fps: np.ndarray, npig: int) -> np.n
     score order (``tps`` / ``fps`` ``[N, T]``: true and false positives) against ``npig`` ground truths."""
     tp_sum = np.cumsum(tps, 0).astype(float)
     fp_sum = np.cumsum(fps, 0).astype(float)
+    nd = len(tps)
     q = np.zeros((tps.shape[1], len(COCO_RECALLS)))
-    for ti in range(tps.shape[1]):
+    for ti in range(tps.shape[1]):  # no detections: every recall unreached, precision 0
         tp, fp = tp_sum[:, ti], fp_sum[:, ti]
-        nd = len(tp)
-        if nd == 0:
-            continue
         rc = tp / npig
         pr = tp / (fp + tp + np.spacing(1))
         pr = np.maximum.accumulate(pr[::-1])[::-1]
@@ -204,7 +199,7 @@ def coco_evaluate_fast(dets: Sequence[np.ndarray], gts: Sequence, num_classes: i
     every (image, class) pair and every threshold.
     """
     t = len(COCO_IOUS)
-    thr = np.minimum(COCO_IOUS, 1 - 1e-10)
+    thr = COCO_IOUS  # COCOeval caps each at 1 - 1e-10, which leaves 0.5..0.95 as they are
     # ---- group detections and ground truths by (image, class): pair = image * C + class
     d_img = np.concatenate([np.full(len(d), i) for i, d in enumerate(dets)] + [np.zeros(0, int)])
     d_all = np.concatenate([np.asarray(d, np.float64).reshape(-1, 6) for d in dets] + [np.zeros((0, 6))])
