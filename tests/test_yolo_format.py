@@ -85,3 +85,93 @@ def test_written_yolo_labels_read_back_as_the_records(tmp_path: Path) -> None:
             assert cv2.imread(got.path).shape == cv2.imread(rec.path).shape
     with pytest.raises(FileExistsError, match="not empty"):  # nothing already there is overwritten
         write_yolo_dataset({"train": records}, names, tmp_path / "yolo")
+
+
+def test_label_lines_each_reported_with_its_number(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    cv2.imwrite(str(root / "images/a.png"), np.zeros((10, 20, 3), np.uint8))
+    (root / "labels/a.txt").write_text(
+        "\n"                            # 1: blank, skipped silently
+        "2 0.5 0.5 0.2 0.2\n"           # 2: class 2 of classes 0..1
+        "0 0.5 0.5 0.2 0.2 0.9\n"       # 3: six fields (a segment or a score), not a box
+        "0 0.5 0.5 inf 0.2\n"           # 4: not finite
+        "1\n"                           # 5: too few
+        "1 0.25 0.5 0.5 1\n")           # 6: the one good line, after the bad ones -> x 0..10, y 0..10
+    (root / "data.yaml").write_text("train: images\nnames: [a, b]\n")
+    records, report = load_yolo_split(root, "train", ["a", "b"])
+    np.testing.assert_allclose(records[0].boxes, [[0, 0, 10, 10]])
+    assert records[0].labels.tolist() == [1] and records[0].image_id == "images/a"
+    assert report.problems[UNKNOWN_CLASS] == ["a.txt:2: class 2"]
+    assert report.problems[BAD_COORDS] == ["a.txt:3", "a.txt:4", "a.txt:5"]
+
+
+def test_splits_as_lists_text_files_and_a_path_key(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    data = root / "data"  # the yaml's path: key points here
+    for sub in ("images/a", "images/b", "labels/a", "labels/b"):
+        (data / sub).mkdir(parents=True)
+    for name in ("a/1.jpg", "a/2.jpg", "b/3.jpg"):
+        cv2.imwrite(str(data / "images" / name), np.zeros((8, 8, 3), np.uint8))
+    outside = tmp_path / "elsewhere" / "images"
+    outside.mkdir(parents=True)
+    cv2.imwrite(str(outside / "4.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (data / "list.txt").write_text(f"images/b/3.jpg\n\n  {outside / '4.jpg'}  \n")  # relative to path:, absolute
+    (root / "data.yaml").write_text("path: data\ntrain: [images/a, list.txt]\nval: images/b\nnames: [x]\n")
+    records, _ = load_yolo_split(root / "data.yaml", "train", ["x"])
+    assert [r.path for r in records] == [str(data / "images/a/1.jpg"), str(data / "images/a/2.jpg"),
+                                         str(data / "images/b/3.jpg"), str(outside / "4.jpg")]
+    assert [r.image_id for r in records] == ["images/a/1", "images/a/2", "images/b/3", "4"]  # outside: the stem
+
+
+def test_the_data_yaml_errors_say_what_is_wrong(tmp_path: Path) -> None:
+    from utils.data.yolo import read_data_yaml
+
+    (tmp_path / "images").mkdir()
+    yaml_path = tmp_path / "data.yaml"
+    with pytest.raises(DataError, match=rf"^data.root = {tmp_path}: cannot read the YOLO data.yaml \(.*No such file"):
+        read_data_yaml(tmp_path)
+    for text in ("train: images\n", "- names\n", "names: [a\n"):
+        yaml_path.write_text(text)
+        with pytest.raises(DataError, match="needs at least 'names' and the split keys|cannot read the YOLO data.yaml"):
+            read_data_yaml(yaml_path)
+    yaml_path.write_text("train: images\nval: nowhere\nnames: {0: a, 1: b}\n")
+    assert read_data_yaml(yaml_path) == (tmp_path.resolve(), {"train": "images", "val": "nowhere",
+                                                              "names": {0: "a", 1: "b"}})
+    with pytest.raises(DataError, match=r"the data.yaml's names \(a, b\) differ from data.classes_path's \(b, a\)$"):
+        load_yolo_split(yaml_path, "train", ["b", "a"])
+    with pytest.raises(DataError, match=r"no split 'test' in the data.yaml \(it has train, val\)$"):
+        load_yolo_split(yaml_path, "test", ["a", "b"])
+    with pytest.raises(DataError, match=rf"^YOLO split 'nowhere': {tmp_path / 'nowhere'} is neither a folder of images "
+                                        r"nor a .txt list$"):
+        load_yolo_split(yaml_path, "val", ["a", "b"])
+    (tmp_path / "notes.md").write_text("images/1.jpg\n")  # a file, but not a .txt list
+    yaml_path.write_text("val: notes.md\nnames: [a, b]\n")
+    with pytest.raises(DataError, match="notes.md is neither a folder of images nor a .txt list"):
+        load_yolo_split(yaml_path, "val", ["a", "b"])
+
+
+def test_written_dataset_copies_where_links_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from utils.data.records import Record
+    from utils.data.yolo import write_yolo_dataset
+
+    image = tmp_path / "src" / "p.jpg"
+    image.parent.mkdir()
+    cv2.imwrite(str(image), np.full((20, 40, 3), 90, np.uint8))
+    rec = Record("p", str(image), 40, 20, np.array([[4, 2, 24, 12]], np.float32), np.array([1]), np.array([False]))
+
+    def refuse(self, target):
+        raise OSError("no links here")
+
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    (tmp_path / "out").mkdir()  # an empty folder is fine
+    data_yaml = write_yolo_dataset({"val": [rec], "train": [rec]}, ["a", "b"], tmp_path / "out")
+    copy = tmp_path / "out/images/val/p.jpg"
+    assert not copy.is_symlink() and copy.read_bytes() == image.read_bytes()
+    # cx = 14/40, cy = 7/20, w = 20/40, h = 10/20
+    assert (tmp_path / "out/labels/train/p.txt").read_text() == "1 0.350000 0.350000 0.500000 0.500000\n"
+    assert data_yaml.read_text().splitlines()[1:] == ["val: images/val", "train: images/train", "names:", "- a", "- b"]
+    assert yaml.safe_load(data_yaml.read_text())["path"] == str((tmp_path / "out").resolve())
