@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -309,6 +310,62 @@ def test_confusion_matrix_by_hand() -> None:
     want = np.zeros((4, 4), int)
     want[0, 0] = want[0, 1] = want[1, 3] = want[0, 3] = want[3, 2] = 1  # rows predicted, columns true, 3 background
     np.testing.assert_array_equal(m, want)
+
+
+def test_confusion_matrix_pairs_an_iou_exactly_at_the_threshold() -> None:
+    # a 10x5 detection inside a 10x10 ground truth: IoU 50 / 100 = 0.5 exactly, a pair at iou_thr 0.5
+    gt = SimpleNamespace(boxes=np.array([[0, 0, 10, 10]], float), labels=np.array([1]), difficult=np.array([False]))
+    dets = np.array([[0, 0, 10, 5, 0.9, 0]])
+    want = np.zeros((3, 3), int)
+    want[0, 1] = 1  # predicted 0 on a true 1
+    np.testing.assert_array_equal(confusion_matrix([dets], [gt], 2, iou_thr=0.5), want)
+    want = np.zeros((3, 3), int)
+    want[0, 2] = want[2, 1] = 1  # no pair: a false alarm and a miss
+    np.testing.assert_array_equal(confusion_matrix([dets], [gt], 2, iou_thr=0.51), want)
+
+
+def test_voc_evaluate_at_the_score_threshold_by_hand() -> None:
+    # class 0: three objects; detections 0.9 on one (IoU 0.6: a hit at the default 0.5), 0.5 on another (a score
+    # exactly at the default score threshold counts), 0.4 a false alarm. At score >= 0.5: 2 detections, 2 true:
+    # P 1, R 2/3, F1 2 * 1 * 2/3 / (5/3) = 0.8. AP (all points): recall 1/3, 2/3 at precision 1 -> 2/3.
+    # class 1: one object, one true detection at 0.3, under the threshold: P 0 (none kept), R 0, F1 0; AP 1.
+    # class 2: no object: NaN everywhere, out of the means.
+    a, b, c = [0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]
+    gt = Record("0", "0.jpg", 100, 100, np.array([a, b, c, [60, 0, 70, 10]], np.float32), np.array([0, 0, 0, 1]),
+                np.zeros(4, bool))
+    dets = np.array([[0, 0, 10, 6, 0.9, 0], [*b, 0.5, 0], [80, 80, 90, 90, 0.4, 0], [60, 0, 70, 10, 0.3, 1]],
+                    np.float32)
+    out = voc_evaluate([dets], [gt], 3)
+    np.testing.assert_allclose(out["precision"], [1.0, 0.0, np.nan])
+    np.testing.assert_allclose(out["recall"], [2 / 3, 0.0, np.nan])
+    np.testing.assert_allclose(out["f1"], [0.8, 0.0, np.nan])
+    np.testing.assert_allclose(out["ap"], [2 / 3, 1.0, np.nan])
+    # 07: recall >= t reached up to t = 0.6 at precision 1 (7 of 11 points) -> 7/11
+    np.testing.assert_allclose(out["ap07"], [7 / 11, 1.0, np.nan])
+    assert out["npos"].tolist() == [3, 1, 0]
+    assert out["map"] == pytest.approx((2 / 3 + 1) / 2) and out["map07"] == pytest.approx((7 / 11 + 1) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty selection: NaN said, not computed with a warning
+        empty = voc_evaluate([dets[:0]], [Record("0", "0.jpg", 9, 9, np.zeros((0, 4), np.float32), np.zeros(0, int),
+                                                  np.zeros(0, bool))], 3)
+    assert np.isnan(empty["map"]) and np.isnan(empty["map07"])
+
+
+def test_precision_recall_and_f1_on_the_score_grid_by_hand() -> None:
+    from utils.metrics.voc import F1_GRID, pr_on_grid
+
+    # class 0 has objects but no detection (all zeros); class 1: scores 0.8 TP, 0.3 FP against 2 objects;
+    # class 2: no objects (zeros whatever its detections)
+    curves = [(np.zeros(0), np.zeros(0), np.zeros(0)),
+              (np.array([0.5, 0.5]), np.array([1.0, 0.5]), np.array([0.8, 0.3])),
+              (np.array([0.0]), np.array([0.0]), np.array([0.9]))]
+    p, r, f1 = pr_on_grid(curves, np.array([1, 2, 0]))
+    at = {t: int(np.argmin(np.abs(F1_GRID - t))) for t in (0.0, 0.3, 0.301, 0.8, 0.801)}
+    assert not p[[0, 2]].any() and not r[[0, 2]].any() and not f1[[0, 2]].any()
+    # t <= 0.3: both kept, P 1/2, R 1/2, F1 1/2; 0.3 < t <= 0.8: P 1, R 1/2, F1 2/3; t > 0.8: none, P taken as 1, R 0
+    for t, (pw, rw, fw) in ((0.0, (0.5, 0.5, 0.5)), (0.3, (0.5, 0.5, 0.5)), (0.301, (1, 0.5, 2 / 3)),
+                            (0.8, (1, 0.5, 2 / 3)), (0.801, (1, 0, 0))):
+        assert (p[1, at[t]], r[1, at[t]], f1[1, at[t]]) == pytest.approx((pw, rw, fw)), t
 
 
 def confusion_loop(dets, gts, num_classes: int, score_thr: float, iou_thr: float) -> np.ndarray:
