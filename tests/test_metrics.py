@@ -307,6 +307,7 @@ def test_confusion_matrix_by_hand() -> None:
                      [*D, 0.95, 0],           # on the difficult cat: left out
                      [*C, 0.3, 2]])           # the bird's, below the score threshold: the bird is missed
     m = confusion_matrix([dets], [gt], 3, score_thr=0.5, iou_thr=0.5)
+    assert m.dtype == np.int64  # counts
     want = np.zeros((4, 4), int)
     want[0, 0] = want[0, 1] = want[1, 3] = want[0, 3] = want[3, 2] = 1  # rows predicted, columns true, 3 background
     np.testing.assert_array_equal(m, want)
@@ -348,7 +349,8 @@ def test_voc_evaluate_at_the_score_threshold_by_hand() -> None:
         warnings.simplefilter("error")  # no mean of an empty selection: NaN said, not computed with a warning
         empty = voc_evaluate([dets[:0]], [Record("0", "0.jpg", 9, 9, np.zeros((0, 4), np.float32), np.zeros(0, int),
                                                   np.zeros(0, bool))], 3)
-    assert np.isnan(empty["map"]) and np.isnan(empty["map07"])
+    assert np.isnan(empty["map"]) and np.isnan(empty["map07"]) and empty["f1_score_thres"] == 0.0
+    assert out["npos"].dtype == np.int64
 
 
 def test_precision_recall_and_f1_on_the_score_grid_by_hand() -> None:
@@ -358,8 +360,13 @@ def test_precision_recall_and_f1_on_the_score_grid_by_hand() -> None:
     # class 2: no objects (zeros whatever its detections)
     curves = [(np.zeros(0), np.zeros(0), np.zeros(0)),
               (np.array([0.5, 0.5]), np.array([1.0, 0.5]), np.array([0.8, 0.3])),
-              (np.array([0.0]), np.array([0.0]), np.array([0.9]))]
-    p, r, f1 = pr_on_grid(curves, np.array([1, 2, 0]))
+              (np.array([0.0]), np.array([0.0]), np.array([0.9])),
+              (np.array([0.0, 0.25]), np.array([0.0, 0.5]), np.array([0.5, 0.4]))]  # FP 0.5, TP 0.4, 4 objects
+    p, r, f1 = pr_on_grid(curves, np.array([1, 2, 0, 4]))
+    # class 3 at t <= 0.4: P 1/2, R 1/4, F1 2 * 1/8 / (3/4) = 1/3; 0.4 < t <= 0.5: P 0, R 0, F1 0
+    k = int(np.argmin(np.abs(F1_GRID - 0.4)))
+    assert (p[3, k], r[3, k], f1[3, k]) == pytest.approx((0.5, 0.25, 1 / 3))
+    assert (p[3, k + 1], r[3, k + 1], f1[3, k + 1]) == (0.0, 0.0, 0.0)
     at = {t: int(np.argmin(np.abs(F1_GRID - t))) for t in (0.0, 0.3, 0.301, 0.8, 0.801)}
     assert not p[[0, 2]].any() and not r[[0, 2]].any() and not f1[[0, 2]].any()
     # t <= 0.3: both kept, P 1/2, R 1/2, F1 1/2; 0.3 < t <= 0.8: P 1, R 1/2, F1 2/3; t > 0.8: none, P taken as 1, R 0
