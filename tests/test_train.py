@@ -18,7 +18,15 @@ from utils.config.load import load_config
 from utils.train.ema import ModelEMA
 from utils.train.engine import TrainingStopped
 from utils.train.fit import fit
-from utils.train.optim import build_optimizer, epochs_in_budget, freeze_backbone, lr_factor, set_lr, train_mode
+from utils.train.optim import (
+    build_optimizer,
+    epochs_in_budget,
+    freeze_backbone,
+    lr_factor,
+    set_lr,
+    steady_seconds,
+    train_mode,
+)
 from utils.train.resume import ResumeError
 
 TINY_RUN = ["model.input_size=64", "shapes.num_train=16", "shapes.num_val=4", "shapes.num_test=0", "shapes.width=96",
@@ -233,6 +241,53 @@ def test_time_limit_fits_the_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert all(r["map50"] != "" for r in rows)  # every epoch evaluated, the final one included
     assert [float(r["seconds"]) for r in rows] == [12.0] * 5  # the row's time is the clock's: training + evaluation
     assert result["seconds"] == 60.0
+
+
+@pytest.mark.slow
+def test_time_limit_gives_back_what_a_slow_first_epoch_took(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    # 120 s budget; the first epoch takes 50 s (a busy machine), the others 10 s, evaluations 2 s. After epoch 1:
+    # 120 - 50 - 10 (an evaluation not timed yet: 0.2 x 50) = 60 s at 60 s an epoch -> 2 epochs, epoch 2 the last.
+    # After epoch 2 (62 s), planned again although planned as the last, from the epochs after the first (10 s):
+    # 120 - 62 - 2 = 56 s at 12 -> 4 more, 6 in all. Epochs 3..6 agree; epoch 6 ends training at 110 s, its
+    # evaluation at 112 s: 93% of the budget (without the re-plan: 2 epochs, 64 s).
+    clock = EpochClock(monkeypatch, [50.0] + [10.0] * 40, 2.0)
+    result = fit(tiny_cfg(tmp_path, "train.epochs=40", "train.time_limit=2", "train.warmup_epochs=0.5"), clock=clock)
+    rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5", "6"] and result["seconds"] == 112.0
+    out = capsys.readouterr().out
+    assert "time limit 2.0 min: 2 epochs instead of 40" in out and "time limit 2.0 min: 6 epochs instead of 2" in out
+    # the schedule follows the budget spent at each epoch's start: 0, 52, 64, 76, 88, 100 s of 120, never back up
+    lr = [float(r["lr"]) for r in rows]
+    assert all(a > b for a, b in zip(lr[1:], lr[2:], strict=False)), lr  # epoch 1 is partly warmup
+    cfg = tiny_cfg(tmp_path, "train.epochs=40")
+    for row, spent in zip(rows[1:], (52, 64, 76, 88, 100), strict=True):
+        assert float(row["lr"]) == pytest.approx(cfg.train.lr * lr_factor(spent / 120, cfg.train), rel=1e-5)  # 6 digits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("epoch_seconds", "budget_s", "epochs"), [
+    # fast, then three times slower from epoch 4: after epoch 1 (10 s; evaluation 2 s) 120 - 10 - 2 -> 9 more;
+    # epoch 4 (40 s) ends at 76 s, the median of the last three after the first (10, 10, 40) still 10 ->
+    # 120 - 76 - 2 = 42 -> 3 more; epoch 5 ends at 118 s, the median now 40: nothing more fits -> 5 epochs, 120 s
+    ([10.0, 10.0, 10.0, 40.0, 40.0, 40.0, 40.0], 120, 5),
+    # a budget shorter than one epoch: the first epoch (90 s of 60) and its evaluation, then the end
+    ([90.0, 10.0], 60, 1),
+])
+def test_time_limit_replans_when_epochs_slow_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  epoch_seconds: list[float], budget_s: int, epochs: int) -> None:
+    clock = EpochClock(monkeypatch, epoch_seconds, 2.0)
+    result = fit(tiny_cfg(tmp_path, "train.epochs=40", f"train.time_limit={budget_s / 60}"), clock=clock)
+    rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
+    assert len(rows) == epochs and result["epochs"] == epochs
+    assert result["seconds"] == sum(epoch_seconds[:epochs]) + 2.0 * epochs
+
+
+def test_steady_seconds_sets_the_first_aside() -> None:
+    assert steady_seconds([50.0]) == 50.0  # nothing else known
+    assert steady_seconds([50.0, 10.0]) == 10.0
+    assert steady_seconds([50.0, 10.0, 12.0, 30.0, 11.0]) == 12.0  # the median of the last three
+    assert steady_seconds([5.0, 10.0, 40.0, 40.0, 40.0]) == 40.0
 
 
 # ---------------------------------------------------------------- pieces

@@ -35,10 +35,12 @@ class TrainingStopped(RuntimeError):
 BAR_EVERY = 10  # iterations between progress-bar updates (each reads the running sums from the device)
 
 
-def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: int, epochs: int, base_lr: float,
-                    warmup_iters: int, start_iter: int, accumulate: int, ema: ModelEMA | None, scaler, dtype,
-                    channels_last: bool, stop_requested, show: bool, world: int) -> dict[str, Any]:
-    """One pass over ``loader``; returns mean loss terms, the last lr, counts, and whether a stop was asked."""
+def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: int, epochs: int,
+                    span: tuple[float, float], base_lr: float, warmup_iters: int, start_iter: int, accumulate: int,
+                    ema: ModelEMA | None, scaler, dtype, channels_last: bool, stop_requested, show: bool,
+                    world: int) -> dict[str, Any]:
+    """One pass over ``loader``, the schedule's progress going linearly from ``span[0]`` to ``span[1]``; returns
+    mean loss terms, the last lr, counts, and whether a stop was asked."""
     n = len(loader)
     # loc, conf, cls, total, num_pos, collisions: summed on the device; read back only for the bar and at the end
     acc = torch.zeros(6, dtype=torch.float64, device=device)
@@ -51,7 +53,7 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
     for i, (images, targets) in enumerate(bar):
         it = start_iter + i
-        lr = set_lr(optimizer, cfg.train, (epoch + i / n) / epochs, it, warmup_iters, base_lr)
+        lr = set_lr(optimizer, cfg.train, span[0] + (span[1] - span[0]) * i / n, it, warmup_iters, base_lr)
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -35,7 +35,7 @@ from utils.train import report
 from utils.train.checkpoint import ModelCard, TrainingState, check_start_weights, read_run, rng_state, save_run, set_rng_state
 from utils.train.ema import ModelEMA
 from utils.train.engine import TrainingStopped, evaluate, train_one_epoch
-from utils.train.optim import build_optimizer, epochs_in_budget, freeze_backbone, train_mode
+from utils.train.optim import build_optimizer, epochs_in_budget, freeze_backbone, steady_seconds, train_mode
 from utils.train.results import EpochLog
 from utils.train.resume import best_fitness_in, check_resume, dotted, resume_run_dir
 from utils.train.signals import StopSignals
@@ -242,26 +242,51 @@ class Run:
         accumulate = max(round(cfg.train.nominal_batch / (batch * world)), 1) if cfg.train.accumulate else 1
         base_lr = cfg.train.lr if cfg.train.accumulate else cfg.train.lr * batch * world / cfg.train.nominal_batch
         return train_one_epoch(self.model, self.loss_fn, loader, self.optimizer, self.device, cfg=cfg, epoch=epoch,
-                               epochs=self.epochs, base_lr=base_lr, warmup_iters=round(cfg.train.warmup_epochs * len(loader)),
-                               start_iter=self.iteration, accumulate=accumulate, ema=self.ema, scaler=self.scaler,
-                               dtype=self.dtype, channels_last=self.channels_last,
+                               epochs=self.epochs, span=self.schedule_span(), base_lr=base_lr,
+                               warmup_iters=round(cfg.train.warmup_epochs * len(loader)), start_iter=self.iteration,
+                               accumulate=accumulate, ema=self.ema, scaler=self.scaler, dtype=self.dtype,
+                               channels_last=self.channels_last,
                                stop_requested=lambda: bool(self.stop.asked), show=self.main, world=world)
 
+    def epoch_costs(self) -> tuple[float, float]:
+        """(training seconds of an epoch, seconds of an evaluation) as they are now (:func:`steady_seconds`); an
+        evaluation not timed yet is taken as a fifth of an epoch."""
+        per_epoch = steady_seconds(self.train_seconds)
+        return per_epoch, steady_seconds(self.eval_seconds) if self.eval_seconds else 0.2 * per_epoch
+
     def fit_to_time_budget(self) -> bool:
-        """With ``train.time_limit``, the epoch count that fits the budget, from the time epochs and evaluations
-        took so far (at most 10x the configured count); whether the epoch just trained is the last."""
+        """With ``train.time_limit``, the epoch count that fits the budget, re-planned after every epoch (the one
+        planned as the last included: a run slowed down early gets its time back) from what epochs and evaluations
+        cost now (at most 10x the configured count); whether the epoch just trained is the last."""
         cfg, done = self.cfg, self.epoch + 1
-        if cfg.train.time_limit and done != self.epochs:
-            per_epoch = sum(self.train_seconds) / len(self.train_seconds)  # training only: evaluations are apart
-            per_eval = (sum(self.eval_seconds) / len(self.eval_seconds)) if self.eval_seconds else per_epoch * 0.2
-            new_epochs = epochs_in_budget(cfg.train.time_limit * 60, self.elapsed(), per_epoch, per_eval,
-                                          cfg.train.eval_period, done, 10 * cfg.train.epochs)
+        if cfg.train.time_limit:
+            per_epoch, per_eval = self.epoch_costs()
+            new_epochs = self.agree(epochs_in_budget(cfg.train.time_limit * 60, self.elapsed(), per_epoch, per_eval,
+                                                     cfg.train.eval_period, done, 10 * cfg.train.epochs))
             said = self.planned_epochs or cfg.train.epochs  # the count last printed: small re-plans stay quiet
             if self.main and abs(new_epochs - said) >= max(2, round(0.05 * said)):
                 print(f"time limit {cfg.train.time_limit} min: {new_epochs} epochs instead of {said}")
                 self.planned_epochs = new_epochs
             self.epochs = new_epochs
         return done == self.epochs
+
+    def schedule_span(self) -> tuple[float, float]:
+        """Where the learning-rate schedule (0..1) stands at the start and at the end of the epoch about to train:
+        the share of the planned epochs; with ``train.time_limit``, the share of the budget spent when the epoch
+        starts, for the whole epoch (as Ultralytics' ``time=`` steps its schedule per epoch): the clock only moves
+        forward, so a re-plan never sends the learning rate back up."""
+        if not self.cfg.train.time_limit:
+            return self.epoch / self.epochs, (self.epoch + 1) / self.epochs
+        spent = self.agree(min(self.elapsed() / (self.cfg.train.time_limit * 60), 1.0))
+        return spent, spent
+
+    def agree(self, value):
+        """Rank 0's ``value`` on every rank (a plan made from each rank's own clock could differ by one epoch)."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def end_epoch(self, n: int, row: dict[str, Any], evaluate_now: bool) -> None:
         """Epoch ``n`` (1-based) has trained (rank 0): its evaluation when due, its row, best.pt, last.pt, epochN.pt."""

@@ -3,6 +3,8 @@ that fits a time budget."""
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 from utils.runtime import unwrap
@@ -88,3 +90,10 @@ def epochs_in_budget(limit_s: float, elapsed_s: float, per_epoch_s: float, per_e
     is left once the final evaluation is set aside; at least ``done``, at most ``most``."""
     left = limit_s - elapsed_s - per_eval_s
     return max(done, min(done + int(left // (per_epoch_s + per_eval_s / eval_period)), most))
+
+
+def steady_seconds(seconds: list[float], recent: int = 3) -> float:
+    """What an epoch (or an evaluation) costs now: the median of the last ``recent`` ones, the first set aside
+    once there are others (its one-off costs: the image cache, oneDNN's first calls, a machine busy at the start)."""
+    steady = seconds[1:] or seconds
+    return statistics.median(steady[-recent:])
