@@ -405,8 +405,13 @@ def test_a_run_plans_its_epochs_from_training_time_with_evaluations_apart() -> N
 
     cfg = load_config("shapes.yaml", ["train.time_limit=1.6667", "train.eval_period=2", "train.epochs=50"])
     run = SimpleNamespace(cfg=cfg, epoch=2, epochs=50, train_seconds=[10.0] * 3, eval_seconds=[4.0], main=False,
-                          planned_epochs=0, elapsed=lambda: 34.0)
+                          planned_epochs=0, elapsed=lambda: 34.0, agree=lambda v: v)
+    run.epoch_costs = lambda: Run.epoch_costs(run)
     assert Run.fit_to_time_budget(run) is False and run.epochs == 8
+    # epoch 8, planned as the last, ends at 70 s (the machine sped up): planned again, 100 - 70 - 4 = 26 s left
+    # -> 2 more at 12 s, 10 in all
+    run.epoch, run.elapsed = 7, lambda: 70.0
+    assert Run.fit_to_time_budget(run) is False and run.epochs == 10
 
 
 def test_voc_yaml_without_its_backbone_stops_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
