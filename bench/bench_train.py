@@ -4,7 +4,8 @@
 
 A step is zero_grad, forward, loss (assignment included), backward and an SGD step, on a fixed
 random batch with 10 boxes per image and 20 classes (the data pipeline is measured by
-bench_data). Cases: yolov4 at 416, batch 4, and yolov4-tiny at 416, batch 16; each
+bench_data). Cases: yolov4 at 416, batch 4, and yolov4-tiny at 416, batch 16 (``--cases`` also takes
+yolov4-tiny-3l, the demo's model; ``--size 256`` is the demo's size); each
 
 - ``plain``: eager float32, NCHW, the loss with the classic per-box assignment (bench_loss's
   baseline), the optimizer's per-parameter loop (``foreach=False``);
@@ -55,7 +56,8 @@ from utils.runtime import cpu_has_native_bf16  # noqa: E402
 from utils.train.optim import build_optimizer  # noqa: E402
 
 CLASSES = 20
-ANCHORS = {"yolov4": "yolo_anchors.txt", "yolov4-tiny": "yolo_tiny_anchors.txt"}
+ANCHORS = {"yolov4": "yolo_anchors.txt", "yolov4-tiny": "yolo_tiny_anchors.txt",
+           "yolov4-tiny-3l": "shapes_anchors_tiny3l_256.txt"}  # the demo's model (configs/shapes.yaml)
 CONV_FLOP = 2 * 8 * 256 * 256 * 9 * 52 * 52  # the reference convolution's forward
 
 

@@ -61,6 +61,15 @@ def test_convs_only_keeps_the_convolutions_and_drops_the_rest() -> None:
     assert all(0.05 < float(f.std()) < 20 for f in feats)
 
 
+@pytest.mark.parametrize("name", ["yolov4-tiny", "yolov4-tiny-3l"])
+def test_bench_train_knows_the_demo_model(name: str) -> None:
+    step, loss_fn, model, _, _ = bench_train.make_step(name, 64, 1, plain=False)
+    before = [p.detach().clone() for p in model.parameters()]
+    step()
+    assert len(model.strides) == len(loss_fn.assigner.anchor_masks)
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))  # it trained
+
+
 @pytest.mark.slow
 def test_train_and_infer_benches_run_small(tmp_path: Path) -> None:
     # bfloat16 is timed where the CPU has bfloat16 instructions (as the bench does by default); emulated, its
