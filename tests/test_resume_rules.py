@@ -1,0 +1,122 @@
+"""utils/train/resume.py without training: what --resume may change, which model it accepts, where it goes on."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from utils.config.load import load_config
+from utils.train.checkpoint import ModelCard
+from utils.train.resume import (
+    RESUME_FREE,
+    ResumeError,
+    best_fitness_in,
+    check_resume,
+    check_resume_changes,
+    resume_run_dir,
+)
+
+ANCHORS = [(10.0, 14.0), (23.0, 27.0)]
+CLASSES = ["circle", "square"]
+
+
+def test_only_the_free_keys_may_change() -> None:
+    saved = load_config("shapes.yaml", ["train.time_limit=10"])
+    assert check_resume_changes(saved, load_config("shapes.yaml", ["train.time_limit=10"]), "a.pt") == []
+    free = load_config("shapes.yaml", ["train.time_limit=10", "data.root=/elsewhere", "data.workers=0",
+                                       "train.device=auto", "train.time_limit=12"])
+    assert sorted(check_resume_changes(saved, free, "a.pt")) == ["data.root", "data.workers", "train.device",
+                                                                  "train.time_limit"]
+    assert set(RESUME_FREE) >= {"data.root", "data.workers", "train.device", "train.time_limit"}
+    computes = load_config("shapes.yaml", ["train.time_limit=10", "train.lr=0.01", "loss.focal_loss=true"])
+    with pytest.raises(ResumeError) as e:
+        check_resume_changes(saved, computes, "runs/x/last.pt")
+    assert str(e.value).startswith("--resume runs/x/last.pt: ")
+    assert "train.lr (0.002 in the run, 0.01 now)" in str(e.value)
+    assert "loss.focal_loss (False in the run, True now)" in str(e.value)
+    assert "(the time limit only upward)" in str(e.value)
+
+
+@pytest.mark.parametrize(("before", "after", "allowed"), [
+    (10, 10, True), (10, 20, True),  # kept or extended
+    (10, 5, False),  # shortened
+    (0, 10, False),  # a run without a limit planned its schedule over its epochs: a limit now is another run
+    (10, 0, False),  # and a limited run cannot drop it
+])
+def test_the_time_limit_only_upward(before: float, after: float, allowed: bool) -> None:
+    saved = load_config("shapes.yaml", [f"train.time_limit={before}"])
+    cfg = load_config("shapes.yaml", [f"train.time_limit={after}"])
+    if allowed:
+        check_resume_changes(saved, cfg, "a.pt")
+    else:
+        with pytest.raises(ResumeError, match=rf"train.time_limit \({float(before)} in the run, {float(after)} now\)"):
+            check_resume_changes(saved, cfg, "a.pt")
+
+
+def test_the_model_classes_and_anchors_must_be_the_runs() -> None:
+    cfg = load_config("shapes.yaml", ["data.root=/new"])
+    card = ModelCard.of(load_config("shapes.yaml"), CLASSES, ANCHORS)
+    assert check_resume(card, cfg, CLASSES, [list(a) for a in ANCHORS], "b.pt") == ["data.root"]
+    with pytest.raises(ResumeError, match=r"^b.pt is a yolov4-tiny-3l for 2 classes \(circle, square\); the config asks "
+                                          r"for yolov4-tiny-3l with 3 \(circle, square, ring\)$"):
+        check_resume(card, cfg, [*CLASSES, "ring"], ANCHORS, "b.pt")
+    tiny = load_config("shapes.yaml", ["model.name=yolov4-tiny", "model.anchors_path=model_data/shapes_anchors.txt"])
+    other = ModelCard.of(tiny, CLASSES, ANCHORS)
+    with pytest.raises(ResumeError, match="model.name"):  # the saved config differs in a key that computes
+        check_resume(other, load_config("shapes.yaml"), CLASSES, ANCHORS, "b.pt")
+    renamed = ModelCard("yolov4", CLASSES, ANCHORS, 256, card.config)  # a card whose name disagrees with the config
+    with pytest.raises(ResumeError, match="is a yolov4 for 2 classes"):
+        check_resume(renamed, load_config("shapes.yaml"), CLASSES, ANCHORS, "b.pt")
+    with pytest.raises(ResumeError, match=r"^b.pt was trained with other anchors than model_data/shapes_anchors_tiny3l"):
+        check_resume(card, load_config("shapes.yaml"), CLASSES, [(10.0, 14.0), (23.0, 28.0)], "b.pt")
+
+
+def test_best_fitness_of_a_missing_or_foreign_file(tmp_path: Path) -> None:
+    assert best_fitness_in(tmp_path / "best.pt") == (-1.0, -math.inf)
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    assert best_fitness_in(tmp_path / "x.pt") == (-1.0, -math.inf)
+
+
+def write_rows(path: Path, epochs: list[int]) -> None:
+    from utils.train.results import CSV_FIELDS
+
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows({"epoch": e} for e in epochs)
+
+
+def epochs_of(path: Path) -> list[str]:
+    return [r["epoch"] for r in csv.DictReader(open(path))]
+
+
+def test_a_last_pt_goes_on_in_its_own_folder(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "exp"
+    run.mkdir(parents=True)
+    write_rows(run / "results.csv", [1, 2, 3])  # epoch 3's row written, then killed before last.pt moved on
+    (run / ".last.pt.123.tmp").write_bytes(b"half")  # a save the kill cut short
+    (run / "notes.txt").write_text("mine")
+    cfg = load_config("shapes.yaml", [f"train.save_dir={tmp_path / 'runs'}"])
+    assert resume_run_dir(run / "last.pt", cfg, 2, main=True) == run
+    assert epochs_of(run / "results.csv") == ["1", "2"]
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "results.csv"]
+    write_rows(run / "results.csv", [1, 2, 3])
+    assert resume_run_dir(run / "last.pt", cfg, 2, main=False) == run  # other ranks touch nothing
+    assert epochs_of(run / "results.csv") == ["1", "2", "3"]
+
+
+def test_an_earlier_checkpoint_goes_on_in_a_new_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "runs" / "exp"
+    run.mkdir(parents=True)
+    write_rows(run / "results.csv", [1, 2, 3, 4])
+    cfg = load_config("shapes.yaml", [f"train.save_dir={tmp_path / 'runs'}"])
+    new = resume_run_dir(run / "epoch2.pt", cfg, 2, main=True)
+    assert new == tmp_path / "runs" / "exp2"
+    assert epochs_of(new / "results.csv") == ["1", "2"] and epochs_of(run / "results.csv") == ["1", "2", "3", "4"]
+    assert capsys.readouterr().out == (f"resuming {run / 'epoch2.pt'} (after epoch 2) in a new folder, {new}: {run} "
+                                       "went on past it and stays as it is\n")
+    assert resume_run_dir(run / "best.pt", cfg, 2, main=False) == tmp_path / "runs"  # not rank 0: no folder made
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp", "exp2"]
