@@ -120,3 +120,31 @@ def test_an_earlier_checkpoint_goes_on_in_a_new_folder(tmp_path: Path, capsys: p
                                        "went on past it and stays as it is\n")
     assert resume_run_dir(run / "best.pt", cfg, 2, main=False) == tmp_path / "runs"  # not rank 0: no folder made
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp", "exp2"]
+
+
+def saved_run(path: Path, overrides: list[str], best: tuple[float, float] = (0.25, -3.0)) -> Path:
+    import torch
+
+    from utils.train.checkpoint import TrainingState, save_run
+
+    state = TrainingState(model={"w": torch.zeros(1)}, optimizer={}, scaler={}, epoch=1, iteration=2, best_fitness=best, rng={})
+    return save_run(path, ModelCard.of(load_config("shapes.yaml", overrides), CLASSES, ANCHORS), state)
+
+
+def test_resume_config_is_the_saved_one_with_the_overrides(tmp_path: Path) -> None:
+    from utils.train.resume import resume_config
+
+    path = saved_run(tmp_path / "last.pt", ["train.time_limit=10", "train.lr=0.003"])
+    cfg = resume_config(path, ["data.workers=0", "train.time_limit=15"])
+    assert (cfg.train.lr, cfg.data.workers, cfg.train.time_limit) == (0.003, 0, 15.0)  # the run's lr, not the file's
+    with pytest.raises(ResumeError, match=r"train.lr \(0.003 in the run, 0.01 now\)"):
+        resume_config(path, ["train.lr=0.01"])
+    config = tmp_path / "c.yaml"  # a config file given with --resume must describe the same run
+    config.write_text("train:\n  lr: 0.003\n  time_limit: 10\n")
+    with pytest.raises(ResumeError, match="would change what the run computes"):  # the shapes recipe's keys differ
+        resume_config(path, [], config)
+    from utils.config.load import save_config
+
+    save_config(load_config("shapes.yaml", ["train.time_limit=10", "train.lr=0.003"]), tmp_path / "same.yaml")
+    assert resume_config(path, ["train.time_limit=12"], tmp_path / "same.yaml").train.time_limit == 12
+    assert best_fitness_in(path) == (0.25, -3.0)
