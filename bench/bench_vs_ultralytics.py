@@ -11,11 +11,14 @@ dependency of the project and never runs in CI. What it does, in order:
    objects are left out of the labels (YOLO labels have no such flag); ``eval.py`` ignores them.
 2. This toolkit: ``python train.py --config shapes.yaml train.time_limit=<minutes>``, everything
    else as shapes.yaml and the machine pick it (``train.amp: auto``, ``train.channels_last: auto``).
-   ``--fp32`` adds ``train.amp=off`` (a CPU without bfloat16 instructions trains so).
-3. Ultralytics, with its own defaults otherwise: ``YOLO("yolov8n.yaml").train(data=..., imgsz=<the
-   demo's input size, or --yolo-imgsz>, batch=16, time=<minutes / 60>, device="cpu", pretrained=False, amp=False,
-   plots=False, seed=0)``, offline (``YOLO_OFFLINE=true``), its settings kept under the bench's folder.
-   On a CUDA machine both train on the GPU with AMP (``device=0, amp=True``; ours: ``train.device=cuda``).
+   ``--fp32`` adds ``train.amp=off`` (a CPU without bfloat16 instructions trains so; YOLOv8n then runs
+   without AMP too).
+3. Ultralytics, with its own defaults otherwise: ``YOLO("yolov8n.yaml").train(data=..., imgsz=<each of
+   --yolo-imgsz: 160 and the demo's input size by default>, batch=16, time=<minutes / 60>, device="cpu",
+   pretrained=False, amp=False, plots=False, seed=0)``, offline (``YOLO_OFFLINE=true``), its settings kept under
+   the bench's folder; the ratio is against its best size by mAP50-95 (each size's run is in ``by_imgsz``).
+   On a CUDA machine both train on the GPU with AMP (``device=0, amp=True``; ours: ``train.device=cuda``), unless
+   ``--fp32``.
 4. Both on the same validation split, by this toolkit's ``eval.py``: ours from its best.pt in float32,
    YOLOv8n's from its best.pt's predictions at its validation settings (conf 0.001, NMS IoU 0.7, 300 per
    image) written as COCO results and scored by ``eval.py --detections``. Ultralytics' own validation of
@@ -60,13 +63,12 @@ from ultralytics.utils import torch_utils
 a = json.loads(sys.argv[1])
 torch_utils.NUM_THREADS = a["threads"]  # select_device() sets torch's threads from it
 torch.set_num_threads(a["threads"])
-cuda = a["device"] != "cpu"
 t0 = time.time()
 YOLO("yolov8n.yaml").train(data=a["data"], imgsz=a["size"], batch=16, time=a["minutes"] / 60, device=a["device"],
-                           pretrained=False, amp=cuda, plots=False, seed=0, project=a["project"], name="ultralytics",
+                           pretrained=False, amp=a["amp"], plots=False, seed=0, project=a["project"], name=a["name"],
                            exist_ok=True, verbose=False)
 train_s = time.time() - t0
-run = Path(a["project"]) / "ultralytics"
+run = Path(a["project"]) / a["name"]
 best = YOLO(str(run / "weights" / "best.pt"))
 own = best.val(data=a["data"], imgsz=a["size"], batch=16, device=a["device"], plots=False, verbose=False)
 rows = []
@@ -117,34 +119,45 @@ def ours(minutes: float, threads: int, device: str, fp32: bool, workdir: Path, n
     return result
 
 
-def ultralytics(minutes: float, threads: int, device: str, workdir: Path, data_yaml: Path, size: int,
+def ultralytics(minutes: float, threads: int, device: str, fp32: bool, workdir: Path, data_yaml: Path, size: int,
                 val_images: list[str], n_train: int) -> dict:
     env = child_env(threads, workdir)
-    detections = workdir / "ultralytics_detections.json"
+    name = f"ultralytics_{size}"
+    detections = workdir / f"{name}_detections.json"
+    amp = device == "cuda" and not fp32
     spec = {"data": str(data_yaml), "size": size, "minutes": minutes, "device": "0" if device == "cuda" else "cpu",
-            "threads": threads, "project": str(workdir), "val_images": val_images, "detections": str(detections)}
-    seconds, out = run([sys.executable, "-c", ULTRALYTICS, json.dumps(spec)], env, workdir / "ultralytics.log")
+            "amp": amp, "name": name, "threads": threads, "project": str(workdir), "val_images": val_images,
+            "detections": str(detections)}
+    seconds, out = run([sys.executable, "-c", ULTRALYTICS, json.dumps(spec)], env, workdir / f"{name}.log")
     child = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     epochs = len(list(csv.DictReader(open(Path(child["run_dir"]) / "results.csv"))))
     result = {"command": f'YOLO("yolov8n.yaml").train(data={data_yaml.name}, imgsz={size}, batch=16, '
-                         f'time={minutes / 60:.4g}, device={spec["device"]!r}, pretrained=False, amp={device == "cuda"}, '
+                         f'time={minutes / 60:.4g}, device={spec["device"]!r}, pretrained=False, amp={amp}, '
                          "plots=False, seed=0)",
               "wall_seconds": round(seconds, 1), "train_seconds": round(child["train_seconds"], 1), "epochs": epochs,
               "images_per_s": round(epochs * n_train / child["train_seconds"], 1),
               "ultralytics_val": {"map50": round(child["own_map50"], 4), "map50_95": round(child["own_map50_95"], 4)}}
-    result.update(evaluate(["--detections", str(detections), "--config", "shapes.yaml"], workdir / "ultralytics_eval.json",
-                           env, workdir / "ultralytics_eval.log"))
+    result.update(evaluate(["--detections", str(detections), "--config", "shapes.yaml"], workdir / f"{name}_eval.json",
+                           env, workdir / f"{name}_eval.log"))
     return result
+
+
+def best_of(runs: dict[int, dict]) -> dict:
+    """YOLOv8n's run of highest mAP50-95 (the first size on a tie), with every size's run under ``by_imgsz``."""
+    best = max(runs, key=lambda size: runs[size]["map50_95"])
+    return {"best_imgsz": best, **runs[best], "by_imgsz": {str(k): v for k, v in runs.items()}}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=15.0, help="each side's training budget")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of each side")
-    parser.add_argument("--fp32", action="store_true", help="this toolkit in float32 (train.amp=off)")
+    parser.add_argument("--fp32", action="store_true", help="both sides in float32: this toolkit with train.amp=off, "
+                        "YOLOv8n without AMP (on the CPU it has none anyway)")
     parser.add_argument("--only", choices=("ours", "ultralytics"), help="run one side only")
-    parser.add_argument("--yolo-imgsz", type=int, metavar="PX",
-                        help="YOLOv8n's input size (default: the demo's, model.input_size in shapes.yaml)")
+    parser.add_argument("--yolo-imgsz", type=int, nargs="+", metavar="PX",
+                        help="YOLOv8n's input sizes, one run each; the ratio is against the best of them by mAP50-95 "
+                        "(default: 160, its better size on a 2-core CPU, and the demo's, model.input_size)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     if args.only != "ours" and importlib.util.find_spec("ultralytics") is None:
@@ -166,9 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
         result["ours"] = ours(args.minutes, args.threads, device, args.fp32, workdir, len(train_records))
     if args.only != "ours":
         data_yaml = write_yolo_dataset({"train": train_records, "val": val_records}, classes, workdir / "yolo")
-        result["ultralytics"] = ultralytics(args.minutes, args.threads, device, workdir, data_yaml,
-                                            args.yolo_imgsz or cfg.model.input_size,
-                                            [r.path for r in val_records], len(train_records))
+        sizes = list(dict.fromkeys(args.yolo_imgsz or [160, cfg.model.input_size]))
+        runs = {size: ultralytics(args.minutes, args.threads, device, args.fp32, workdir, data_yaml, size,
+                                  [r.path for r in val_records], len(train_records)) for size in sizes}
+        result["ultralytics"] = best_of(runs)
     if args.only is None:
         o, u = result["ours"], result["ultralytics"]
         result["ratio"] = {k: round(o[k] / u[k], 3) if u[k] else None for k in ("map50", "map50_95", "images_per_s")}

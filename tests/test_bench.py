@@ -152,6 +152,16 @@ def test_the_ultralytics_side_by_side_needs_ultralytics_and_says_so(monkeypatch:
         bench_vs_ultralytics.main(["--minutes", "0.1"])
 
 
+def test_the_side_by_side_compares_with_yolov8n_at_its_best_size() -> None:
+    from bench.bench_vs_ultralytics import best_of
+
+    runs = {160: {"map50": 0.26, "map50_95": 0.166}, 256: {"map50": 0.30, "map50_95": 0.150}}
+    best = best_of(runs)
+    assert best["best_imgsz"] == 160 and best["map50_95"] == 0.166 and best["map50"] == 0.26
+    assert best["by_imgsz"] == {"160": runs[160], "256": runs[256]}
+    assert best_of({256: {"map50_95": 0.1}, 160: {"map50_95": 0.1}})["best_imgsz"] == 256  # a tie: the first size
+
+
 def test_recipe_report_names_each_arms_changes_rate_and_wins(tmp_path: Path) -> None:
     from bench.recipe import report
     from utils.config.load import load_config, save_config
