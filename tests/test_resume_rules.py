@@ -38,10 +38,16 @@ def test_only_the_free_keys_may_change() -> None:
     assert "train.lr (0.002 in the run, 0.01 now)" in str(e.value)
     assert "loss.focal_loss (False in the run, True now)" in str(e.value)
     assert "(the time limit only upward)" in str(e.value)
+    one = load_config("shapes.yaml", ["train.time_limit=10", "train.lr=0.01"])
+    with pytest.raises(ResumeError) as e:
+        check_resume_changes(saved, one, "a.pt")
+    assert str(e.value) == ("--resume a.pt: train.lr (0.002 in the run, 0.01 now) would change what the run computes; "
+                            f"on resume only {', '.join(RESUME_FREE)} may change (the time limit only upward): start a "
+                            "new run for the rest")
 
 
 @pytest.mark.parametrize(("before", "after", "allowed"), [
-    (10, 10, True), (10, 20, True),  # kept or extended
+    (10, 10, True), (10, 20, True), (0.5, 1, True),  # kept or extended
     (10, 5, False),  # shortened
     (0, 10, False),  # a run without a limit planned its schedule over its epochs: a limit now is another run
     (10, 0, False),  # and a limited run cannot drop it
@@ -65,7 +71,7 @@ def test_the_model_classes_and_anchors_must_be_the_runs() -> None:
         check_resume(card, cfg, [*CLASSES, "ring"], ANCHORS, "b.pt")
     tiny = load_config("shapes.yaml", ["model.name=yolov4-tiny", "model.anchors_path=model_data/shapes_anchors.txt"])
     other = ModelCard.of(tiny, CLASSES, ANCHORS)
-    with pytest.raises(ResumeError, match="model.name"):  # the saved config differs in a key that computes
+    with pytest.raises(ResumeError, match=r"^--resume b.pt: model.name"):  # the saved config differs in a key that computes
         check_resume(other, load_config("shapes.yaml"), CLASSES, ANCHORS, "b.pt")
     renamed = ModelCard("yolov4", CLASSES, ANCHORS, 256, card.config)  # a card whose name disagrees with the config
     with pytest.raises(ResumeError, match="is a yolov4 for 2 classes"):
@@ -118,8 +124,10 @@ def test_an_earlier_checkpoint_goes_on_in_a_new_folder(tmp_path: Path, capsys: p
     assert epochs_of(new / "results.csv") == ["1", "2"] and epochs_of(run / "results.csv") == ["1", "2", "3", "4"]
     assert capsys.readouterr().out == (f"resuming {run / 'epoch2.pt'} (after epoch 2) in a new folder, {new}: {run} "
                                        "went on past it and stays as it is\n")
+    named = load_config("shapes.yaml", [f"train.save_dir={tmp_path / 'runs'}", "train.name=trial"])
+    assert resume_run_dir(run / "epoch2.pt", named, 2, main=True) == tmp_path / "runs" / "trial"
     assert resume_run_dir(run / "best.pt", cfg, 2, main=False) == tmp_path / "runs"  # not rank 0: no folder made
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp", "exp2"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp", "exp2", "trial"]
 
 
 def saved_run(path: Path, overrides: list[str], best: tuple[float, float] = (0.25, -3.0)) -> Path:
