@@ -1,4 +1,5 @@
-"""Checkpoints: durable writes (utils.train.checkpoint.save_checkpoint) and clear errors on files that cannot be read."""
+"""Checkpoints: durable writes (utils.train.checkpoint.save_checkpoint), the schema read back as written, and clear
+errors on files that cannot be read."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from nets.weights import WeightsError
 from utils.train import checkpoint
-from utils.train.checkpoint import CheckpointError, save_checkpoint
+from utils.train.checkpoint import (
+    STATE_REQUIRED,
+    CheckpointError,
+    ModelCard,
+    TrainingState,
+    read_run,
+    rng_state,
+    save_checkpoint,
+    save_run,
+    set_rng_state,
+)
 
 
 def test_save_fsyncs_the_file_then_replaces_then_fsyncs_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,3 +77,98 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path: Path, monke
     with pytest.raises(KeyboardInterrupt):  # not turned into an error message: the interrupt goes on
         save_checkpoint(path, {"epoch": 4})
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+# ---------------------------------------------------------------- the schema: save_run / read_run
+
+
+def small_run(path: Path, **state_fields) -> tuple[Path, ModelCard, TrainingState]:
+    from utils.config.load import load_config
+
+    card = ModelCard.of(load_config("shapes.yaml", ["train.lr=0.003"]), ["a", "b"], [(10, 14), (23.5, 27)])
+    fields = {"model": {"w": torch.ones(2)}, "optimizer": {"state": {}, "param_groups": []}, "scaler": {"scale": 2.0},
+              "epoch": 3, "iteration": 30, "best_fitness": (0.5, -1.25), "rng": rng_state(), **state_fields}
+    state = TrainingState(**fields)
+    return save_run(path, card, state), card, state
+
+
+def test_a_run_reads_back_as_it_was_saved(tmp_path: Path) -> None:
+    path, card, state = small_run(tmp_path / "last.pt", ema={"w": torch.full((2,), 3.0)}, ema_updates=7, epochs=9,
+                                  elapsed=12.5, pending_row={"epoch": 4}, best_epoch=2)
+    back = read_run(path, resume=True)
+    assert back.card == card and back.card.anchors == [(10.0, 14.0), (23.5, 27.0)]
+    assert back.card.run_config().train.lr == 0.003  # the card's own config
+    assert back.card.run_config(overrides=["train.lr=0.01"]).train.lr == 0.01
+    torch.testing.assert_close(back.weights["w"], torch.full((2,), 3.0))  # the EMA's weights are the ones to evaluate
+    s = back.state
+    assert (s.epoch, s.iteration, s.ema_updates, s.epochs, s.elapsed, s.best_epoch) == (3, 30, 7, 9, 12.5, 2)
+    assert s.best_fitness == (0.5, -1.25) and isinstance(s.best_fitness, tuple)  # a list in the file
+    assert s.pending_row == {"epoch": 4} and s.scaler == {"scale": 2.0}
+    torch.testing.assert_close(s.model["w"], torch.ones(2))
+    assert read_run(path).state is None  # inference reads the card and the weights only
+    mapped = read_run(path, resume=True, mmap=True)
+    torch.testing.assert_close(mapped.weights["w"], back.weights["w"])
+
+
+def test_a_checkpoint_from_before_a_field_was_added_reads_its_default(tmp_path: Path) -> None:
+    path, _, _ = small_run(tmp_path / "old.pt")
+    ckpt = torch.load(path, weights_only=True)
+    for name in ("ema", "ema_updates", "epochs", "elapsed", "pending_row", "best_epoch"):
+        del ckpt[name]
+    save_checkpoint(path, ckpt)
+    s = read_run(path, resume=True).state
+    assert (s.ema, s.ema_updates, s.epochs, s.elapsed, s.pending_row, s.best_epoch) == ({}, 0, 0, 0.0, {}, 0)
+    torch.testing.assert_close(read_run(path).weights["w"], torch.ones(2))  # no EMA: the model's weights
+
+
+def test_what_a_checkpoint_lacks_is_named(tmp_path: Path) -> None:
+    path, _, _ = small_run(tmp_path / "x.pt")
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["anchors"], ckpt["input_size"]
+    save_checkpoint(path, ckpt)
+    with pytest.raises(WeightsError, match=rf"^{path}: not a checkpoint written by train.py \(no anchors, input_size\)$"):
+        read_run(path)
+    path, _, _ = small_run(tmp_path / "y.pt")
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["optimizer"], ckpt["rng"]
+    save_checkpoint(path, ckpt)
+    read_run(path)  # inference needs no training state
+    with pytest.raises(WeightsError, match="optimizer.*rng|rng.*optimizer"):
+        read_run(path, resume=True)
+    assert set(STATE_REQUIRED) == {"model", "optimizer", "scaler", "epoch", "iteration", "best_fitness", "rng"}
+
+
+def test_the_random_states_round_trip() -> None:
+    import random
+
+    import numpy as np
+
+    state = rng_state()
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(123), np.random.seed(7), random.seed(5)  # elsewhere in between
+    set_rng_state(state)
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    torch.testing.assert_close(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[2] == want[2]
+
+
+def test_missing_start_weights_say_where_they_come_from(tmp_path: Path) -> None:
+    from nets.darknet import PUBLISHED
+    from utils.config.load import load_config
+    from utils.train.checkpoint import check_start_weights
+
+    check_start_weights(load_config("shapes.yaml"))  # no model.weights: nothing to check
+    name = next(iter(PUBLISHED))
+    cfg = load_config("shapes.yaml", [f"model.weights={tmp_path / name}"])
+    known = PUBLISHED[name]
+    with pytest.raises(WeightsError) as e:
+        check_start_weights(cfg)
+    assert str(e.value) == (f"model.weights = {tmp_path / name}: file not found. It is published on {known.where} "
+                            f"({known.size:,} bytes). Put it there, or train from scratch with model.weights='' "
+                            "(slower to converge; the backbone then is not frozen).")
+    other = load_config("shapes.yaml", [f"model.weights={tmp_path / 'mine.pt'}"])
+    with pytest.raises(WeightsError, match=r"mine.pt: file not found. Put it there"):
+        check_start_weights(other)
+    (tmp_path / "mine.pt").write_bytes(b"x")
+    check_start_weights(other)  # there: read later, by the run
