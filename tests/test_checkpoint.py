@@ -87,7 +87,8 @@ def small_run(path: Path, **state_fields) -> tuple[Path, ModelCard, TrainingStat
 
     card = ModelCard.of(load_config("shapes.yaml", ["train.lr=0.003"]), ["a", "b"], [(10, 14), (23.5, 27)])
     fields = {"model": {"w": torch.ones(2)}, "optimizer": {"state": {}, "param_groups": []}, "scaler": {"scale": 2.0},
-              "epoch": 3, "iteration": 30, "best_fitness": [0.5, -1.25], "rng": rng_state(), **state_fields}  # a list, as fit saves it
+              "epoch": 3, "iteration": 30, "best_fitness": [0.5, -1.25],  # a list, as fit saves it
+              "rng": rng_state(), **state_fields}
     state = TrainingState(**fields)
     return save_run(path, card, state), card, state
 
