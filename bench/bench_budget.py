@@ -23,10 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit  # noqa: E402
-from utils.config.files import read_classes  # noqa: E402
-from utils.config.load import load_config  # noqa: E402
-from utils.data.synthetic import ensure_shapes  # noqa: E402
+from bench.common import demo_in, emit  # noqa: E402
 from utils.runtime import cpu_has_native_bf16  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        overrides = [f"data.root={tmp}/data", f"train.save_dir={tmp}/runs", f"shapes.num_train={args.images}",
-                     f"train.time_limit={args.minutes}", *args.overrides]
+        overrides, _ = demo_in(tmp, args.images, [f"train.time_limit={args.minutes}", *args.overrides])
         cmd = [sys.executable, str(ROOT / "train.py"), "--config", "shapes.yaml", "--json", str(out), *overrides]
-        # the data are made first, outside the timed run (train.py would make them on first use)
-        cfg = load_config("shapes.yaml", overrides)
-        ensure_shapes(cfg, read_classes(cfg.data.classes_path))
         busy = [mp.Process(target=spin, daemon=True) for _ in range(args.busy)]
         for p in busy:
             p.start()

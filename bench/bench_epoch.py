@@ -26,10 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit  # noqa: E402
-from utils.config.files import read_classes  # noqa: E402
-from utils.config.load import load_config  # noqa: E402
-from utils.data.synthetic import ensure_shapes  # noqa: E402
+from bench.common import demo_in, emit  # noqa: E402
 from utils.runtime import cpu_has_native_bf16  # noqa: E402
 from utils.train.checkpoint import save_checkpoint  # noqa: E402
 
@@ -44,10 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help="more config overrides for train.py")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [f"data.root={tmp}/data", f"train.save_dir={tmp}/runs", f"shapes.num_train={args.images}",
-                     "train.time_limit=0", f"train.epochs={args.epochs}", "train.eval_period=1", *args.overrides]
-        cfg = load_config("shapes.yaml", overrides)
-        ensure_shapes(cfg, read_classes(cfg.data.classes_path))  # made before, as a user's data would be there
+        overrides, cfg = demo_in(tmp, args.images, ["train.time_limit=0", f"train.epochs={args.epochs}",
+                                                    "train.eval_period=1", *args.overrides])
         t0 = time.monotonic()
         proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", "shapes.yaml", *overrides], cwd=ROOT,
                               capture_output=True, text=True)

@@ -44,3 +44,17 @@ def emit(result: dict, path: str | None) -> dict:
     if path:
         Path(path).write_text(text + "\n")
     return result
+
+
+def demo_in(folder: str | Path, images: int, overrides: list[str]) -> tuple[list[str], object]:
+    """The demo (configs/shapes.yaml) with its data and runs under ``folder``, ``images`` training images and
+    ``overrides``: (train.py's overrides, the config). The data are made here, before any timing starts, as a
+    user's own data would already be there (train.py would make them on first use)."""
+    from utils.config.files import read_classes
+    from utils.config.load import load_config
+    from utils.data.synthetic import ensure_shapes
+
+    overrides = [f"data.root={folder}/data", f"train.save_dir={folder}/runs", f"shapes.num_train={images}", *overrides]
+    cfg = load_config("shapes.yaml", overrides)
+    ensure_shapes(cfg, read_classes(cfg.data.classes_path))
+    return overrides, cfg
