@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import demo_in, emit  # noqa: E402
+from utils.checkpoint import save_checkpoint  # noqa: E402
 from utils.runtime import cpu_has_native_bf16  # noqa: E402
-from utils.train.checkpoint import save_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         overrides, cfg = demo_in(tmp, args.images, ["train.time_limit=0", f"train.epochs={args.epochs}",
-                                                    "train.eval_period=1", *args.overrides])
+                                                    "train.eval_period=1", "train.keep_last_state=true",
+                                                    *args.overrides])
         t0 = time.monotonic()
         proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", "shapes.yaml", *overrides], cwd=ROOT,
                               capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Checkpoints: durable writes (utils.train.checkpoint.save_checkpoint), the schema read back as written, and clear
+"""Checkpoints: durable writes (utils.checkpoint.save_checkpoint), the schema read back as written, and clear
 errors on files that cannot be read."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from nets.weights import WeightsError
-from utils.train import checkpoint
-from utils.train.checkpoint import (
+from utils import checkpoint
+from utils.checkpoint import (
     STATE_REQUIRED,
     CheckpointError,
     ModelCard,
@@ -23,6 +23,7 @@ from utils.train.checkpoint import (
     save_checkpoint,
     save_run,
     set_rng_state,
+    strip_run,
 )
 
 
@@ -139,6 +140,29 @@ def test_what_a_checkpoint_lacks_is_named(tmp_path: Path) -> None:
     assert set(STATE_REQUIRED) == {"model", "optimizer", "scaler", "epoch", "iteration", "best_fitness", "rng"}
 
 
+def test_a_stripped_checkpoint_keeps_the_card_and_the_ema_weights_and_says_it_cannot_resume(tmp_path: Path) -> None:
+    big = torch.arange(4096.0)  # the optimizer's moments are what stripping drops: they dominate the size
+    path, card, _ = small_run(tmp_path / "best.pt", ema={"w": torch.full((2,), 3.0)}, best_epoch=2,
+                              optimizer={"state": {0: {"exp_avg": big, "exp_avg_sq": big + 1}}, "param_groups": []})
+    before, after = strip_run(path)
+    assert after == path.stat().st_size and after < before - 2 * big.numel() * 4  # both 16 kB moments are gone
+    ckpt = torch.load(path, weights_only=True)
+    assert set(ckpt) == {"model_name", "class_names", "anchors", "input_size", "config", "model", "stripped", "epoch",
+                         "best_fitness", "best_epoch"}
+    torch.testing.assert_close(ckpt["model"]["w"], torch.full((2,), 3.0))  # the EMA's, as evaluation used them
+    assert (ckpt["stripped"], ckpt["epoch"], ckpt["best_fitness"], ckpt["best_epoch"]) == (True, 3, [0.5, -1.25], 2)
+    back = read_run(path)
+    assert back.card == card and back.state is None
+    torch.testing.assert_close(back.weights["w"], torch.full((2,), 3.0))
+    with pytest.raises(WeightsError, match=rf"^{path} cannot be resumed: its run ended .* model.weights={path}"):
+        read_run(path, resume=True)
+    assert strip_run(path) == (after, after)  # stripping twice changes nothing
+    # no EMA: the model's weights
+    path, _, _ = small_run(tmp_path / "last.pt")
+    strip_run(path)
+    torch.testing.assert_close(torch.load(path, weights_only=True)["model"]["w"], torch.ones(2))
+
+
 def test_the_random_states_round_trip() -> None:
     import random
 
@@ -156,8 +180,8 @@ def test_the_random_states_round_trip() -> None:
 
 def test_missing_start_weights_say_where_they_come_from(tmp_path: Path) -> None:
     from nets.darknet import PUBLISHED
+    from utils.checkpoint import check_start_weights
     from utils.config.load import load_config
-    from utils.train.checkpoint import check_start_weights
 
     check_start_weights(load_config("shapes.yaml"))  # no model.weights: nothing to check
     name = next(iter(PUBLISHED))

@@ -150,15 +150,16 @@ def test_resume_never_lowers_the_best_score_of_best_pt(tmp_path: Path) -> None:
     last = torch.load(first / "last.pt", weights_only=True)
     last["best_fitness"] = [-1.0, -float("inf")]
     torch.save(last, first / "last.pt")
-    before = (first / "best.pt").read_bytes()
     fit(load_config(first / "config.yaml"), resume=first / "last.pt")
-    assert (first / "best.pt").read_bytes() == before
+    after = torch.load(first / "best.pt", weights_only=True)  # stripped at the run's end: the EMA's weights as "model"
+    assert after["best_fitness"] == [2.0, 0.0] and after["best_epoch"] == best["best_epoch"]
+    assert all(torch.equal(after["model"][k], v) for k, v in best["ema"].items())  # never overwritten by epoch 2
     assert torch.load(first / "last.pt", weights_only=True)["best_fitness"] == [2.0, 0.0]
 
 
 @pytest.mark.slow
 def test_resuming_a_finished_run_evaluates_it_and_trains_nothing(tmp_path: Path) -> None:
-    done = fit(tiny_cfg(tmp_path, "train.epochs=1"))
+    done = fit(tiny_cfg(tmp_path, "train.epochs=1", "train.keep_last_state=true"))
     run = Path(done["run_dir"])
     before = (run / "last.pt").read_bytes()
     (run / ".last.pt.k9x2_q.tmp").write_bytes(b"PK half a checkpoint")  # a kill in the middle of a save left it
@@ -168,6 +169,29 @@ def test_resuming_a_finished_run_evaluates_it_and_trains_nothing(tmp_path: Path)
     assert again["epochs"] == 1 and again["map50"] == pytest.approx(done["map50"])
     assert epochs_in_csv(run) == ["1"]
     assert (run / "last.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_stripped_and_its_last_pt_says_why_it_cannot_resume(tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    done = fit(tiny_cfg(tmp_path, "train.epochs=1", "train.amp=off"))
+    run = Path(done["run_dir"])
+    last = run / "last.pt"
+    before = last.read_bytes()
+    capsys.readouterr()  # the run's own output
+    line = one_line_error(capsys, lambda: train.main(["--resume", str(last)]))
+    assert line == (f"error: {last} cannot be resumed: its run ended and the file was stripped for inference (the "
+                    f"weights and the card, without the optimizer's state). Start a new run from it with "
+                    f"model.weights={last}; to keep a run's last.pt resumable after its end, set train.keep_last_state=true")
+    assert last.read_bytes() == before
+    # what it is for: evaluation gives the run's own final figures, and a new run starts from it
+    import eval as eval_cli
+
+    assert eval_cli.main(["--weights", str(last), "--precision", "fp32", "--save-dir", str(tmp_path / "e"),
+                          "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["map50"] == pytest.approx(done["map50"], abs=1e-3)
+    again = fit(tiny_cfg(tmp_path, "train.epochs=1", f"model.weights={last}"))
+    assert again["epochs"] == 1
 
 
 # ---------------------------------------------------------------- processes: SIGKILL, SIGINT, SIGTERM
@@ -197,7 +221,9 @@ def final_state(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_sigkill_at_any_moment_then_resume_ends_with_the_straight_runs_weights(tmp_path: Path) -> None:
-    straight = subprocess.run(train_args(tmp_path, "straight", "train.epochs=3"), cwd=REPO_ROOT, capture_output=True,
+    # the whole final state is compared, model and EMA: the runs keep last.pt whole at their end
+    straight = subprocess.run(train_args(tmp_path, "straight", "train.epochs=3", "train.keep_last_state=true"),
+                              cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=300)
     assert straight.returncode == 0, straight.stdout + straight.stderr
     want = final_state(tmp_path / "straight" / "exp")
@@ -205,7 +231,7 @@ def test_sigkill_at_any_moment_then_resume_ends_with_the_straight_runs_weights(t
     # the save that follows, or early in epoch 2): whatever the moment, resume ends where the straight run did
     for first in ("last.pt", "results.csv"):
         save_dir = f"killed_at_{first}"
-        proc = subprocess.Popen(train_args(tmp_path, save_dir, "train.epochs=3"), cwd=REPO_ROOT,
+        proc = subprocess.Popen(train_args(tmp_path, save_dir, "train.epochs=3", "train.keep_last_state=true"), cwd=REPO_ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         run = tmp_path / save_dir / "exp"
         wait_for(run / first, proc)

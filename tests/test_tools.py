@@ -160,9 +160,9 @@ def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
 
     from nets.yolo import build_model
     from tools import objectness_hist
+    from utils.checkpoint import save_checkpoint
     from utils.config.files import read_anchors
     from utils.config.load import load_config
-    from utils.train.checkpoint import save_checkpoint
 
     cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", "model.input_size=128", *SMALL])
     paths = []

@@ -50,10 +50,13 @@ def test_a_run_writes_its_folder(tmp_path: Path) -> None:
     for name in ("last.pt", "best.pt", "config.yaml", "results.png", "labels.png", "train_batch0.jpg", "confusion_matrix.png",
                  "PR_curve.png", "P_curve.png", "R_curve.png", "F1_curve.png", "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
         assert (run / name).is_file(), name
-    ckpt = torch.load(run / "last.pt", weights_only=True)
-    assert {"model", "ema", "optimizer", "scaler", "epoch", "best_fitness", "config", "class_names", "anchors",
-            "input_size", "model_name", "rng"} <= set(ckpt)
-    assert ckpt["epoch"] == 2 and len(ckpt["class_names"]) == 6
+    # the run ended: best.pt and last.pt hold the card and the EMA weights only (train.keep_last_state is off)
+    card = {"config", "class_names", "anchors", "input_size", "model_name"}
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run / name, weights_only=True)
+        assert set(ckpt) == card | {"model", "stripped", "epoch", "best_fitness", "best_epoch"}, name
+        assert len(ckpt["class_names"]) == 6 and ckpt["stripped"] is True
+    assert ckpt["epoch"] == 2
     assert load_config(run / "config.yaml") == tiny_cfg(tmp_path, "train.epochs=2")  # the run's config, read back
     # a second run never overwrites the first
     assert fit(tiny_cfg(tmp_path, "train.epochs=1"))["run_dir"] == str(tmp_path / "runs" / "exp2")
@@ -148,7 +151,7 @@ def test_non_finite_losses_stop_the_run_and_save(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.slow
 def test_a_split_smaller_than_a_batch_still_trains(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    result = fit(tiny_cfg(tmp_path, "train.epochs=2", "shapes.num_train=3"))  # 3 images, batch 8
+    result = fit(tiny_cfg(tmp_path, "train.epochs=2", "shapes.num_train=3", "train.keep_last_state=true"))  # 3 images, batch 8
     run = Path(result["run_dir"])
     assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 2  # one step of 3 images per epoch
     rows = list(csv.DictReader(open(run / "results.csv")))

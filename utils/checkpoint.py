@@ -8,6 +8,11 @@ A checkpoint (``last.pt``, ``best.pt``, ``epochN.pt``) is a dict of two parts:
 - the :class:`TrainingState`: weights, EMA, optimizer, AMP scaler, progress, RNG states, and the
   row of an epoch whose evaluation a kill cut short. Only resume needs it.
 
+A run that ends strips its ``best.pt`` (and its ``last.pt``, unless ``train.keep_last_state``) to what
+inference needs (:func:`strip_run`): the card, the weights evaluation used (the EMA's) and a few numbers
+(``epoch``, ``best_fitness``), marked ``stripped``. Such a file predicts, evaluates, exports and starts
+a new run (``model.weights``); resuming it is a WeightsError that says why it cannot.
+
 Files are written durably (:func:`save_checkpoint`) and read with ``weights_only=True`` through
 ``nets.weights.read_checkpoint``, whose errors name the file for every way a file can be unusable.
 """
@@ -109,16 +114,47 @@ def save_run(path: Path, card: ModelCard, state: TrainingState) -> Path:
 
 
 def read_run(path: str | Path, resume: bool = False, mmap: bool = False) -> RunCheckpoint:
-    """Read a checkpoint written by :func:`save_run` (the only place that does); a WeightsError names the file
-    and what is wrong. ``resume``: also its TrainingState; ``mmap``: map the tensors rather than read them."""
-    ckpt = read_checkpoint(path, STATE_REQUIRED if resume else (), mmap=mmap)
+    """Read a checkpoint written by :func:`save_run` or :func:`strip_run` (the only places that write one); a
+    WeightsError names the file and what is wrong. ``resume``: also its TrainingState (a stripped file has
+    none); ``mmap``: map the tensors rather than read them."""
+    ckpt = read_checkpoint(path, mmap=mmap)
+    if resume:
+        check_resumable(ckpt, path)
     card = ModelCard.from_dict(ckpt, path)
     state = None
     if resume:
-        names = {f.name for f in dataclasses.fields(TrainingState)}
-        state = TrainingState(**{k: v for k, v in ckpt.items() if k in names})
+        state = TrainingState(**{k: v for k, v in ckpt.items() if k in {f.name for f in dataclasses.fields(TrainingState)}})
         state.best_fitness = tuple(state.best_fitness)
     return RunCheckpoint(card, checkpoint_state_dict(ckpt, path), state)
+
+
+def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
+    """A WeightsError saying why ``ckpt`` cannot be resumed: stripped at its run's end, or without a training state."""
+    if ckpt.get("stripped"):
+        raise WeightsError(f"{path} cannot be resumed: its run ended and the file was stripped for inference "
+                           "(the weights and the card, without the optimizer's state). Start a new run from it "
+                           f"with model.weights={path}; to keep a run's last.pt resumable after its end, set "
+                           "train.keep_last_state=true")
+    missing = [k for k in STATE_REQUIRED if k not in ckpt]
+    if missing:
+        raise WeightsError(f"{path}: not a checkpoint written by train.py (no {', '.join(missing)})")
+
+
+def strip_run(path: str | Path) -> tuple[int, int]:
+    """Rewrite the checkpoint ``path`` of a run that ended for shipping: its card, the weights evaluation used
+    (the EMA's where there is one) as ``model``, in the precision they were trained in, the epochs done and
+    the best score, marked ``stripped``; no optimizer, scaler, RNG or raw weights. Written durably like every
+    save. Returns the file's size before and after, in bytes (the same where it was stripped already)."""
+    path = Path(path)
+    before = path.stat().st_size
+    ckpt = read_checkpoint(path)
+    if ckpt.get("stripped"):
+        return before, before
+    card = ModelCard.from_dict(ckpt, path)
+    small = {**card.to_dict(), "model": checkpoint_state_dict(ckpt, path), "stripped": True}
+    small.update({k: ckpt[k] for k in ("epoch", "best_fitness", "best_epoch") if k in ckpt})
+    save_checkpoint(path, small)
+    return before, path.stat().st_size
 
 
 def check_start_weights(cfg: Config) -> None:
