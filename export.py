@@ -1,120 +1,85 @@
-"""Export a checkpoint to ONNX.
+"""Export a checkpoint: ONNX (raw maps, or with the decoding and NMS inside), OpenVINO IR, TorchScript.
 
     python export.py --weights runs/shapes/exp/best.pt                       # -> runs/shapes/exp/best.onnx
-    python export.py --weights best.pt --dynamic --opset 17 --output model.onnx
+    python export.py --weights best.pt --nms --conf 0.25 --iou 0.45 --max-det 100   # boxes out, no Python needed
+    python export.py --weights best.pt --simplify                            # onnxslim: fewer nodes
+    python export.py --weights best.pt --format openvino [--half]            # -> best_openvino/best.xml (+ .bin)
+    python export.py --weights best.pt --format torchscript                  # -> best.torchscript
     python export.py --weights yolov4.weights --config voc.yaml              # Darknet weights need a config
 
-The graph takes ``images`` (float32 RGB in [0, 1], ``[batch, 3, size, size]``, letterboxed as
-predict.py does) and returns the raw maps ``out8``, ``out16``, ``out32`` (one per stride,
-``[batch, A * (5 + C), size / stride, size / stride]``); decoding and NMS stay outside the graph,
-in the same code that serves PyTorch. ``--dynamic`` leaves batch, height and width free (else
-they are fixed at 1 and the model's input size); ``--half`` stores float16 weights, input and outputs
-(half the file; meant for GPU runtimes). The class names, anchors,
-model name, input size and config travel in the graph's metadata, so predict.py and eval.py take
-the ``.onnx`` file alone. The export is checked: ONNX Runtime's outputs against PyTorch's.
+Every graph takes ``images`` (float32 RGB in [0, 1], ``[batch, 3, size, size]``, letterboxed as predict.py
+does). By default it returns the raw maps ``out8``, ``out16``, ``out32`` (one per stride, ``[batch, A * (5 + C),
+size / stride, size / stride]``), decoded by predict.py and eval.py in the code that serves PyTorch. With
+``--nms`` (ONNX) it returns detections instead, batch first: ``num_dets [B, 1]``, ``boxes [B, max_det, 4]``
+(x1, y1, x2, y2 in the letterboxed input's pixels), ``scores [B, max_det]``, ``classes [B, max_det]``, with
+``--conf``, ``--iou`` and ``--max-det`` fixed in the graph. ``--dynamic`` leaves batch, height and width free
+(with ``--nms``, the batch only); ``--half`` stores float16 weights (ONNX: input and outputs too; for GPU
+runtimes). The class names, anchors, model name, input size and config travel inside the file, so predict.py,
+eval.py and the Python API take it alone. The export is checked: the exported graph's outputs against
+PyTorch's on a random input.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib.util
-import inspect
 import json
 import sys
-import warnings
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from nets.weights import WeightsError
 from utils.config.load import add_config_args
 from utils.config.schema import ConfigError
 from utils.console import one_line_errors
-from utils.infer.backend import ONNX_METADATA_KEY, BackendError, load_backend, model_metadata
-from utils.train.checkpoint import ModelCard
-
-
-def write_onnx(model: torch.nn.Module, x: torch.Tensor, path: str | Path, dynamic: bool = False, opset: int = 17) -> None:
-    """The bare graph of ``model`` traced on ``x``: input ``images``, outputs ``out<stride>``."""
-    out_names = [f"out{s}" for s in model.strides]
-    axes = None
-    if dynamic:
-        axes = {"images": {0: "batch", 2: "height", 3: "width"}}
-        axes.update({n: {0: "batch", 2: f"height{n[3:]}", 3: f"width{n[3:]}"} for n in out_names})
-    with warnings.catch_warnings():
-        # the TorchScript-based exporter (dynamo=False) needs no extra package; it warns that it is the old one,
-        # and that the input-size check in YOLO.forward is fixed at trace time (it passes for any multiple of 32)
-        warnings.simplefilter("ignore")
-        # torch < 2.5 has only that exporter, and no ``dynamo`` argument
-        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-        torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=out_names,
-                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True, **legacy)
-
-
-def export_onnx(weights: str | Path, output: str | Path | None = None, config: str | Path | None = None,
-                overrides: list[str] | tuple[str, ...] = (), img_size: int | None = None, dynamic: bool = False,
-                opset: int = 17, half: bool = False) -> Path:
-    """Write the ONNX graph (with its metadata) and return its path."""
-    import onnx
-
-    backend = load_backend(weights, config, overrides, "cpu", fuse=True, channels_last=False)
-    model = backend.model
-    size = backend.check_size(img_size or backend.input_size)
-    output = Path(output) if output else Path(weights).with_suffix(".onnx")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    x = torch.zeros(1, 3, size, size)
-    if half:
-        model, x = model.half(), x.half()
-    write_onnx(model, x, output, dynamic, opset)
-    graph = onnx.load(str(output))
-    card = dataclasses.replace(ModelCard.of(backend.cfg, backend.class_names, backend.anchors), input_size=size)
-    meta = model_metadata(card, model)
-    entry = graph.metadata_props.add()
-    entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(meta)
-    onnx.checker.check_model(graph)
-    onnx.save(graph, str(output))
-    return output
-
-
-def check_against_pytorch(weights: str | Path, onnx_path: Path, config=None, overrides=(), batch: int = 1) -> float:
-    """Largest absolute difference between the raw maps of PyTorch and ONNX Runtime on random inputs."""
-    torch_backend = load_backend(weights, config, overrides, "cpu")
-    onnx_backend = load_backend(onnx_path)
-    size = onnx_backend.input_size
-    x = torch.rand(batch if onnx_backend.fixed_batch is None else onnx_backend.fixed_batch, 3, size, size,
-                   generator=torch.Generator().manual_seed(0))
-    a = torch_backend(x)
-    b = onnx_backend(x)
-    return max(float(np.abs(p.float().numpy() - q.numpy()).max()) for p, q in zip(a, b, strict=True))
+from utils.infer.backend import BackendError
+from utils.infer.export import FORMATS, NMSSettings, check_against_pytorch, export_model
 
 
 @one_line_errors(ConfigError, WeightsError, BackendError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help=".pt checkpoint, or Darknet .weights with --config")
-    parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    parser.add_argument("--format", default="onnx", choices=FORMATS, help="export format")
     add_config_args(parser)
-    parser.add_argument("--output", help="output path (default: the weights' path with .onnx)")
+    parser.add_argument("--output", help="output path (default: beside the weights, named after them)")
     parser.add_argument("--img-size", type=int, help="input size, a multiple of 32 (default: the model's)")
-    parser.add_argument("--dynamic", action="store_true", help="free batch, height and width")
+    parser.add_argument("--dynamic", action="store_true", help="ONNX: free batch, height and width")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version")
-    parser.add_argument("--half", action="store_true", help="float16 weights and input (for GPU runtimes)")
+    parser.add_argument("--half", action="store_true", help="float16 weights (ONNX: and input; for GPU runtimes)")
+    parser.add_argument("--nms", action="store_true", help="ONNX: decoding and NMS inside the graph (boxes out)")
+    parser.add_argument("--conf", type=float, default=0.25, help="--nms: score threshold fixed in the graph")
+    parser.add_argument("--iou", type=float, default=0.45, help="--nms: NMS IoU threshold fixed in the graph")
+    parser.add_argument("--max-det", type=int, default=300, help="--nms: boxes per image at most")
+    parser.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph with onnxslim")
+    parser.add_argument("--json", metavar="PATH", help="write what was exported (path, size, node counts) as JSON")
     args = parser.parse_args(argv)
+    if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise SystemExit("error: export needs the onnx package (pip install onnx onnxruntime)") from None
+    nms = NMSSettings(args.conf, args.iou, args.max_det) if args.nms else None
+    path, facts = export_model(args.weights, args.format, args.output, args.config, args.overrides, args.img_size,
+                               args.dynamic, args.opset, args.half, nms, args.simplify)
+    details = [f"{facts['bytes'] / 1e6:.1f} MB", f"{facts['img_size']} px"]
+    if args.format == "onnx":
+        details.append(f"opset {args.opset}")
+    if "nodes" in facts:
+        details.append(f"{facts['nodes']} nodes" + (f", {facts['nodes_simplified']} simplified"
+                                                    if "nodes_simplified" in facts else ""))
+    if nms:
+        details.append(f"NMS inside: conf {nms.conf}, iou {nms.iou}, max_det {nms.max_det}")
+    details += ["dynamic"] * args.dynamic + ["float16 weights"] * args.half
+    print(f"wrote {path} ({', '.join(details)})")
+    facts["path"] = str(path)
     try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise SystemExit("error: export needs the onnx package (pip install onnx onnxruntime)") from None
-    path = export_onnx(args.weights, args.output, args.config, args.overrides, args.img_size, args.dynamic,
-                       args.opset, args.half)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}"
-          f"{', dynamic batch and size' if args.dynamic else ''}{', float16' if args.half else ''})")
-    if importlib.util.find_spec("onnxruntime") is None:
-        print("note: onnxruntime is not installed; the graph was not run")
+        facts["max_abs_diff"] = check_against_pytorch(args.weights, path, args.config, args.overrides)
+    except BackendError as e:  # the runtime to check with is not installed
+        print(f"note: not checked: {e}")
     else:
-        diff = check_against_pytorch(args.weights, path, args.config, args.overrides)
-        print(f"checked: ONNX Runtime vs PyTorch raw outputs on a random input, max abs difference {diff:.2e}")
+        what = "detections (boxes, scores)" if nms else "raw outputs"
+        print(f"checked: {args.format} vs PyTorch {what} on a random input, max abs difference {facts['max_abs_diff']:.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(facts, indent=2) + "\n")
     return 0
 
 

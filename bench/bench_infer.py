@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit, median_ms_interleaved  # noqa: E402
-from export import write_onnx  # noqa: E402
 from nets.yolo import build_model  # noqa: E402
+from utils.infer.export import write_onnx  # noqa: E402
 from utils.runtime import cpu_has_native_bf16  # noqa: E402
 
 

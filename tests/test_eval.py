@@ -16,11 +16,11 @@ from torch import nn
 import eval as eval_cli
 from nets.yolo import build_model
 from tests.test_dataset import rect_records
+from utils.checkpoint import save_checkpoint
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 from utils.data.augment import letterbox_boxes, letterbox_info
 from utils.infer.postprocess import DecodeSpec, decode_predictions, detect, non_max_suppression
-from utils.train.checkpoint import save_checkpoint
 from utils.train.engine import evaluate
 
 ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
@@ -229,14 +229,16 @@ def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path,
         alarm = torch.from_numpy(rng.random(view[:, :, 4].shape) < 0.08)
         view[:, :, 4][alarm] = torch.from_numpy(rng.uniform(-3.0, 0.5, int(alarm.sum()))).float()
         view[:, :, 5][alarm] = 3.0  # class 0
-    real_load = eval_cli.load_backend
+    from utils.infer import evaluation
+
+    real_load = evaluation.load_backend
 
     def replayed(*args, **kwargs):
         backend = real_load(*args, **kwargs)
         backend.model, backend.channels_last = Replay([m.clone() for m in maps]), False
         return backend
 
-    monkeypatch.setattr(eval_cli, "load_backend", replayed)
+    monkeypatch.setattr(evaluation, "load_backend", replayed)
     model = build_model("yolov4-tiny", 6)
     ckpt = tmp_path / "best.pt"
     save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(), "model_name": "yolov4-tiny",

@@ -4,7 +4,6 @@ ONNX graph against PyTorch."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import cv2
@@ -12,71 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-import eval as eval_cli
 import export as export_cli
 import predict as predict_cli
 from nets.darknet import save_darknet
 from nets.weights import WeightsError
 from nets.yolo import build_model
-from predict import resolve_source
+from tests.planted import BOX, CLASSES, SIZE, H, W, image, read_txt
 from utils import runtime
+from utils.checkpoint import save_checkpoint
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 from utils.data.augment import letterbox
-from utils.data.dataset import _to_tensor
-from utils.infer.backend import Backend, BackendError, load_backend
+from utils.data.dataset import to_chw_rgb
+from utils.infer.backend import BackendError, load_backend
 from utils.infer.draw import class_colour, draw_detections
-from utils.infer.postprocess import DecodeSpec, detect
-from utils.train.checkpoint import save_checkpoint
-
-CLASSES = ["circle", "square", "triangle", "diamond", "cross", "ring"]
-ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
-SPEC = DecodeSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.0, 1.0))
-SIZE = 128
-W, H = 200, 120  # a wide image: letterboxed to 128 x 77, padded by 25 px above
-BOX = (42.0, 30.0, 110.0, 90.0)  # planted box in original pixels, class "triangle"
-
-
-class Planted(torch.nn.Module):
-    """A stand-in model whose maps decode, for a W x H image letterboxed to SIZE, onto BOX with class 2."""
-
-    strides = (16, 32)
-    anchor_masks = ((1, 2, 3), (3, 4, 5))
-
-    def __init__(self) -> None:
-        super().__init__()
-        scale = min(SIZE / W, SIZE / H)
-        nw, nh = round(W * scale), round(H * scale)
-        px, py = (SIZE - nw) // 2, (SIZE - nh) // 2
-        sx, sy = nw / W, nh / H
-        x1, y1, x2, y2 = BOX[0] * sx + px, BOX[1] * sy + py, BOX[2] * sx + px, BOX[3] * sy + py
-        self.maps = [torch.full((1, 3 * (5 + 6), SIZE // s, SIZE // s), -12.0) for s in self.strides]
-        m = self.maps[0].view(1, 3, 11, SIZE // 16, SIZE // 16)
-        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-        gx, gy = int(cx // 16), int(cy // 16)
-        aw, ah = ANCHORS[1]
-        fx, fy = cx / 16 - gx, cy / 16 - gy
-        m[0, 0, 0, gy, gx], m[0, 0, 1, gy, gx] = math.log(fx / (1 - fx)), math.log(fy / (1 - fy))
-        m[0, 0, 2, gy, gx], m[0, 0, 3, gy, gx] = math.log(w / aw), math.log(h / ah)
-        m[0, 0, 4, gy, gx], m[0, 0, 5 + 2, gy, gx] = 12.0, 12.0
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [m.expand(len(x), -1, -1, -1).clone() for m in self.maps]
-
-
-@pytest.fixture
-def planted(monkeypatch: pytest.MonkeyPatch) -> Backend:
-    cfg = load_config("shapes.yaml", [f"model.input_size={SIZE}"])
-    backend = Backend("pytorch", cfg, CLASSES, ANCHORS, SPEC, SIZE, torch.device("cpu"), model=Planted())
-    monkeypatch.setattr(predict_cli, "load_backend", lambda *a, **k: backend)
-    return backend
-
-
-def image(seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-    cv2.rectangle(img, (40, 30), (110, 90), (0, 200, 0), -1)
-    return img
+from utils.infer.export import export_model
+from utils.infer.postprocess import detect
+from utils.infer.sources import SourceError, resolve_source
 
 
 def run(tmp_path: Path, source: Path | str, *extra: str, weights: Path | str = "planted.pt") -> Path:
@@ -86,21 +37,13 @@ def run(tmp_path: Path, source: Path | str, *extra: str, weights: Path | str = "
     return runs[-1]
 
 
-def read_txt(path: Path) -> list[tuple[str, float, list[float]]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        name, score, *box = line.split()
-        rows.append((name, float(score), [float(v) for v in box]))
-    return rows
-
-
 def test_image_source_writes_drawn_image_txt_and_json_in_original_pixels(tmp_path: Path, planted) -> None:
     src = tmp_path / "one.jpg"
     cv2.imwrite(str(src), image())
-    out = run(tmp_path, src, "--save-txt", "--save-json")
+    out = run(tmp_path, src, "--save-txt-voc", "--save-json")
     drawn = cv2.imread(str(out / "one.jpg"))
     assert drawn.shape == (H, W, 3)  # the original size, not the network's
-    ((name, score, box),) = read_txt(out / "labels" / "one.txt")
+    ((name, score, box),) = read_txt(out / "labels_voc" / "one.txt")
     assert name == "triangle" and score > 0.99
     np.testing.assert_allclose(box, BOX, atol=0.15)  # txt keeps one decimal
     (row,) = json.loads((out / "predictions.json").read_text())
@@ -117,13 +60,13 @@ def test_folder_skips_a_corrupt_file_and_goes_on(tmp_path: Path, planted, capsys
     cv2.imwrite(str(folder / "sub" / "3.jpg"), image(3))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (folder / "notes.txt").write_text("not an image")
-    out = run(tmp_path, folder, "--save-txt", "--batch", "2", "--json")
+    out = run(tmp_path, folder, "--save-txt-voc", "--batch", "2", "--json")
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 4 and summary["detections"] == 4
     assert summary["skipped"] == [str(folder / "broken.jpg")]
     assert summary["per_class"] == {"triangle": 4}
-    assert {p.name for p in out.iterdir()} >= {"0.png", "1.png", "2.png", "sub__3.jpg", "labels"}
-    assert len(list((out / "labels").iterdir())) == 4
+    assert {p.name for p in out.iterdir()} >= {"0.png", "1.png", "2.png", "sub__3.jpg", "labels_voc"}
+    assert len(list((out / "labels_voc").iterdir())) == 4
 
 
 def test_video_source_writes_an_mp4_with_the_input_size_and_fps(tmp_path: Path, planted) -> None:
@@ -132,7 +75,7 @@ def test_video_source_writes_an_mp4_with_the_input_size_and_fps(tmp_path: Path, 
     for i in range(10):
         writer.write(image(i))
     writer.release()
-    out = run(tmp_path, src, "--save-txt", "--batch", "4")
+    out = run(tmp_path, src, "--save-txt-voc", "--batch", "4")
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
     frames = 0
     while cap.read()[0]:
@@ -140,31 +83,33 @@ def test_video_source_writes_an_mp4_with_the_input_size_and_fps(tmp_path: Path, 
     assert frames == 10
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (W, H)
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
-    assert sorted(p.name for p in (out / "labels").iterdir()) == sorted(f"clip_{i}.txt" for i in range(1, 11))
-    ((_, _, box),) = read_txt(out / "labels" / "clip_7.txt")
+    assert sorted(p.name for p in (out / "labels_voc").iterdir()) == sorted(f"clip_{i}.txt" for i in range(1, 11))
+    ((_, _, box),) = read_txt(out / "labels_voc" / "clip_7.txt")
     np.testing.assert_allclose(box, BOX, atol=0.15)
 
 
 def test_class_filter_and_no_save(tmp_path: Path, planted, capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "one.png"
     cv2.imwrite(str(src), image())
-    out = run(tmp_path, src, "--classes", "circle", "1", "--save-txt", "--no-save")
-    assert (out / "labels" / "one.txt").read_text() == ""  # triangle filtered out
+    out = run(tmp_path, src, "--classes", "circle", "1", "--save-txt-voc", "--no-save")
+    assert (out / "labels_voc" / "one.txt").read_text() == ""  # triangle filtered out
     assert not (out / "one.png").exists()
-    out = run(tmp_path, src, "--classes", "triangle", "--save-txt", "--no-save")
-    assert len(read_txt(out / "labels" / "one.txt")) == 1
-    with pytest.raises(SystemExit, match="not among the model's classes"):
-        run(tmp_path, src, "--classes", "hexagon")
+    out = run(tmp_path, src, "--classes", "triangle", "--save-txt-voc", "--no-save")
+    assert len(read_txt(out / "labels_voc" / "one.txt")) == 1
+    capsys.readouterr()
+    assert predict_cli.main(["--weights", "planted.pt", "--source", str(src), "--classes", "hexagon", "2"]) == 1
+    assert capsys.readouterr().err == ("error: classes hexagon: not among the model's classes "
+                                       "(circle, square, triangle, diamond, cross, ring)\n")
 
 
 def test_missing_source_and_bad_paths_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="source not found"):
+    with pytest.raises(SourceError, match="source not found"):
         resolve_source(str(tmp_path / "nope.jpg"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no images"):
+    with pytest.raises(SourceError, match="no images"):
         resolve_source(str(tmp_path / "empty"))
     (tmp_path / "a.csv").write_text("x")
-    with pytest.raises(SystemExit, match="neither an image"):
+    with pytest.raises(SourceError, match="neither an image"):
         resolve_source(str(tmp_path / "a.csv"))
     assert resolve_source("0").kind == "webcam"
     with pytest.raises(WeightsError, match="weights file not found"):
@@ -216,7 +161,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def letterboxed(n: int) -> torch.Tensor:
-    return torch.stack([_to_tensor(letterbox(image(i), SIZE)[0]) for i in range(n)]).float().div_(255)
+    return torch.stack([to_chw_rgb(letterbox(image(i), SIZE)[0]) for i in range(n)]).float().div_(255)
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -281,56 +226,12 @@ def test_pytorch_backend_layout_and_precision(checkpoint: Path) -> None:
 def test_onnx_half_export_and_metadata(tmp_path: Path, checkpoint: Path) -> None:
     import onnx
 
-    path = export_cli.export_onnx(checkpoint, tmp_path / "h.onnx", half=True)
+    path = export_model(checkpoint, "onnx", tmp_path / "h.onnx", half=True)[0]
     graph = onnx.load(str(path))
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     meta = json.loads({p.key: p.value for p in graph.metadata_props}["yolov4"])
     assert meta["class_names"] == CLASSES and meta["model_name"] == "yolov4-tiny" and meta["input_size"] == SIZE
-    assert path.stat().st_size < 0.6 * export_cli.export_onnx(checkpoint, tmp_path / "f.onnx").stat().st_size
-
-
-@pytest.mark.slow
-def test_predict_and_eval_take_the_onnx_file(tmp_path: Path, trained_model: Path, capsys: pytest.CaptureFixture) -> None:
-    # a trained model (tests/trained.py), so that both paths score well above 0 and an error in either shows
-    onnx_path = export_cli.export_onnx(trained_model, tmp_path / "m.onnx")
-    src = next((trained_model.parent / "data" / "SHAPES" / "JPEGImages").glob("*.jpg"))
-    common = ["--source", str(src), "--save-txt", "--conf", "0.02", "--no-save"]
-    # PyTorch in float32, as the graph was exported (--precision auto would pick bf16 on a CPU with bfloat16)
-    fp32 = ["--precision", "fp32"]
-    assert predict_cli.main(["--weights", str(trained_model), *common, *fp32, "--save-dir", str(tmp_path / "pt")]) == 0
-    assert predict_cli.main(["--weights", str(onnx_path), *common, "--save-dir", str(tmp_path / "onnx")]) == 0
-    rows_pt = read_txt(tmp_path / "pt" / "exp" / "labels" / f"{src.stem}.txt")
-    rows_onnx = read_txt(tmp_path / "onnx" / "exp" / "labels" / f"{src.stem}.txt")
-    assert len(rows_pt) == len(rows_onnx) > 0 and max(score for _, score, _ in rows_pt) > 0.5  # a confident box
-    left = list(rows_onnx)
-    for name, score, box in rows_pt:  # each PyTorch box has its own ONNX twin (order may differ between near-equal scores)
-        k = next(k for k, (n, s, b) in enumerate(left) if n == name and abs(s - score) <= 2e-4 and np.allclose(b, box, atol=0.15))
-        left.pop(k)
-    capsys.readouterr()
-    results = {}
-    for name, weights in (("pt", trained_model), ("onnx", onnx_path)):
-        out = tmp_path / f"{name}.json"
-        assert eval_cli.main(["--weights", str(weights), "--json", str(out), "--save-dir", str(tmp_path / "eval"), *fp32]) == 0
-        results[name] = json.loads(out.read_text())
-    assert results["onnx"]["images"] == results["pt"]["images"] == 16
-    assert results["pt"]["map50"] > 0.4 and results["pt"]["map50_95"] > 0.25  # trained: the comparison means something
-    for key in ("map50", "map50_95"):
-        assert results["onnx"][key] == pytest.approx(results["pt"][key], abs=0.002), key
-    # and the detections themselves, one to one: same image and class, score within 2e-4, box within 0.15 px
-    dets = {name: json.loads((tmp_path / "eval" / run / "detections.json").read_text())
-            for name, run in (("pt", "exp"), ("onnx", "exp2"))}
-    assert len(dets["pt"]) == len(dets["onnx"]) > 16
-    table = {name: np.array([[d["image_id"], d["category_id"], d["score"], *d["bbox"]] for d in v])
-             for name, v in dets.items()}
-    a, b = table["pt"], table["onnx"]
-    same = (a[:, None, 0] == b[None, :, 0]) & (a[:, None, 1] == b[None, :, 1])  # [N, N]
-    close = (np.abs(a[:, None, 2] - b[None, :, 2]) <= 2e-4) & (np.abs(a[:, None, 3:] - b[None, :, 3:]) <= 0.15).all(-1)
-    twin = same & close  # [N, N]: which ONNX detections can stand for each PyTorch one
-    taken = np.zeros(len(b), bool)
-    for i in np.argsort(twin.sum(1), kind="stable"):  # one to one: the detections with fewest twins choose first
-        free = np.nonzero(twin[i] & ~taken)[0]
-        assert len(free), f"PyTorch detection {a[i]} has no ONNX twin left"
-        taken[free[0]] = True
+    assert path.stat().st_size < 0.6 * export_model(checkpoint, "onnx", tmp_path / "f.onnx")[0].stat().st_size
 
 
 def test_darknet_weights_with_a_config(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> None:

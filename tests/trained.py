@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 OVERRIDES = ["model.name=yolov4-tiny", "model.anchors_path=model_data/shapes_anchors.txt", "model.input_size=96",
@@ -26,13 +27,13 @@ def train_small_model(folder: Path) -> Path:
     train.py writes it: the EMA weights, the card and a training state)."""
     from nets.loss import YOLOLoss
     from nets.yolo import build_model
+    from utils.checkpoint import ModelCard, TrainingState, rng_state, save_run
     from utils.config.files import read_anchors, read_classes
     from utils.config.load import load_config
     from utils.data.augment import AugmentParams
     from utils.data.dataset import TrainDataset, collate
     from utils.data.splits import load_records
     from utils.data.synthetic import ensure_shapes
-    from utils.train.checkpoint import ModelCard, TrainingState, rng_state, save_run
     from utils.train.ema import ModelEMA
     from utils.train.optim import build_optimizer, set_lr
 
@@ -61,3 +62,35 @@ def train_small_model(folder: Path) -> Path:
                           iteration=STEPS, best_fitness=(0.0, 0.0), rng=rng_state(), ema=ema.ema.state_dict(),
                           ema_updates=ema.updates)
     return save_run(folder / "best.pt", ModelCard.of(cfg, classes, anchors), state)
+
+
+def unmatched(a: list[dict], b: list[dict], score_tol: float = 2e-4, box_tol: float = 0.15) -> list[dict]:
+    """The detections of ``a`` (COCO results rows, as eval.py's detections.json holds them) that find no twin
+    in ``b``, pairing one to one: same image and class, score within ``score_tol``, every bbox number within
+    ``box_tol`` pixels. The detections with fewest possible twins choose first (so that near-equal neighbours
+    cannot take each other's)."""
+    def table(rows: list[dict]) -> np.ndarray:
+        return np.array([[d["image_id"], d["category_id"], d["score"], *d["bbox"]] for d in rows]).reshape(-1, 7)
+
+    ta, tb = table(a), table(b)
+    same = (ta[:, None, 0] == tb[None, :, 0]) & (ta[:, None, 1] == tb[None, :, 1])  # [Na, Nb]
+    close = (np.abs(ta[:, None, 2] - tb[None, :, 2]) <= score_tol) & \
+        (np.abs(ta[:, None, 3:] - tb[None, :, 3:]) <= box_tol).all(-1)
+    twin = same & close
+    taken = np.zeros(len(tb), bool)
+    lost = []
+    for i in np.argsort(twin.sum(1), kind="stable"):
+        free = np.nonzero(twin[i] & ~taken)[0]
+        if len(free):
+            taken[free[0]] = True
+        else:
+            lost.append(a[i])
+    return lost
+
+
+def val_images(checkpoint: Path, n: int) -> list[np.ndarray]:
+    """The first ``n`` images (BGR) of the data the model of :func:`train_small_model` was trained and evaluated on."""
+    import cv2
+
+    files = sorted((checkpoint.parent / "data" / "SHAPES" / "JPEGImages").glob("*.jpg"))[:n]
+    return [cv2.imread(str(f)) for f in files]

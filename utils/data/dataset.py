@@ -29,7 +29,7 @@ from utils.data.records import Record
 LOGGER = logging.getLogger(__name__)
 
 
-def _to_tensor(img_bgr: np.ndarray) -> torch.Tensor:
+def to_chw_rgb(img_bgr: np.ndarray) -> torch.Tensor:
     """[H, W, 3] uint8 BGR -> [3, H, W] uint8 RGB (made float in collate)."""
     return torch.from_numpy(np.ascontiguousarray(img_bgr[:, :, ::-1].transpose(2, 0, 1)))
 
@@ -109,7 +109,7 @@ class TrainDataset(Dataset):
             img, boxes, labels = self._single(index, rng)
         img = hsv_jitter(img, rng, self.params.hsv)
         targets = np.concatenate([labels[:, None].astype(np.float32), boxes], 1) if len(labels) else np.zeros((0, 5), np.float32)
-        return _to_tensor(img), torch.from_numpy(targets)
+        return to_chw_rgb(img), torch.from_numpy(targets)
 
 
 class LetterboxDataset(Dataset):
@@ -133,7 +133,7 @@ class LetterboxDataset(Dataset):
             LOGGER.warning("%s; left out of the evaluation", e)
             return None, index, None
         out, info = letterbox(img, self.size)
-        return _to_tensor(out), index, info
+        return to_chw_rgb(out), index, info
 
     def targets(self, index: int) -> np.ndarray:
         """Non-difficult boxes of a record in input pixels, ``[n, 5]`` (class, x1, y1, x2, y2)."""

@@ -1,16 +1,18 @@
-"""One backend over a PyTorch checkpoint, Darknet ``.weights`` or an ONNX file, for predict.py,
-eval.py and export.py.
+"""One backend over a PyTorch checkpoint, Darknet ``.weights``, or a graph of export.py (ONNX, OpenVINO IR,
+TorchScript), for predict.py, eval.py, export.py and the Python API.
 
-    backend = load_backend("best.pt")              # or "best.onnx", or Darknet .weights with config=
-    maps = backend(images)                         # letterboxed float batch [B, 3, S, S] -> raw maps by stride
-    dets = detect(maps, backend.spec, cfg.eval)    # utils.infer.postprocess.detect
+    backend = load_backend("best.pt")              # "best.onnx", "best_openvino/best.xml", "best.torchscript",
+                                                   # or Darknet .weights with config=
+    dets = backend.detect(images, cfg.eval)        # letterboxed float batch [B, 3, S, S] -> per image [K, 6]
+    maps = backend(images)                         # the raw maps by stride (an --nms graph: its four outputs)
 
-An ONNX file made by export.py carries what a checkpoint carries (class names, anchors, model
-name, input size, the config) as JSON in its metadata, so either file alone is enough."""
+An exported file carries what a checkpoint carries (class names, anchors, model name, input size, the
+config) as JSON (utils.infer.export), so any of these files alone is enough."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,39 +25,41 @@ from nets.box_coding import stride_index
 from nets.darknet import looks_like_darknet
 from nets.weights import WeightsError, load_weights
 from nets.yolo import YOLO, build_model
+from utils.checkpoint import ModelCard, read_run
 from utils.config.files import read_anchors, read_classes
 from utils.config.load import load_config
 from utils.config.schema import Config
-from utils.infer.postprocess import DecodeSpec
+from utils.infer.postprocess import DecodeSpec, detect
 from utils.runtime import inference_precision, warn_if_bf16_emulated
-from utils.train.checkpoint import ModelCard, read_run
 
 
 class BackendError(ValueError):
     """A backend that cannot be built or run as asked (precision, device, image size, ONNX Runtime)."""
 
 
-ONNX_METADATA_KEY = "yolov4"  # metadata_props entry holding the JSON description of the model
+METADATA_KEY = "yolov4"  # where an exported file holds the JSON description of its model (utils.infer.export)
 
 
 @dataclass
 class Backend:
-    """Raw maps ``[B, A * (5 + C), H, W]`` (stride ascending) from a letterboxed batch, by PyTorch or ONNX Runtime."""
+    """Raw maps ``[B, A * (5 + C), H, W]`` (stride ascending) from a letterboxed batch, by PyTorch (a checkpoint,
+    Darknet weights, TorchScript), ONNX Runtime or OpenVINO; :meth:`detect` turns them into detections."""
 
-    kind: str  # "pytorch" | "onnxruntime"
+    kind: str  # "pytorch" | "torchscript" | "onnxruntime" | "openvino"
     cfg: Config
     class_names: list[str]
     anchors: list[tuple[float, float]]
     spec: DecodeSpec
     input_size: int  # the size the model was trained or exported at
     device: torch.device
-    model: torch.nn.Module | None = None
-    session: Any = None  # onnxruntime.InferenceSession
+    model: torch.nn.Module | None = None  # PyTorch and TorchScript
+    session: Any = None  # onnxruntime.InferenceSession, or an OpenVINO CompiledModel
     fixed_batch: int | None = None  # an ONNX graph exported without --dynamic takes only this batch
     fixed_size: bool = False  # ... and only its input size
     dtype: torch.dtype = torch.float32  # input dtype (float16 for a --half export; the model's for PyTorch)
     channels_last: bool = False  # PyTorch: the model and its input in channels_last
     precision: str = "fp32"  # what --precision resolved to (fp32 | bf16 | fp16)
+    nms: dict[str, Any] | None = None  # an --nms graph: the conf, iou and max_det fixed in it
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -71,8 +75,25 @@ class Backend:
         return self._run(x)
 
     def _run(self, x: np.ndarray) -> list[torch.Tensor]:
-        outs = self.session.run(None, {self.session.get_inputs()[0].name: x})
+        if self.kind == "openvino":
+            result = self.session(x)
+            outs = [result[o] for o in self.session.outputs]
+        else:
+            outs = self.session.run(None, {self.session.get_inputs()[0].name: x})
         return [torch.from_numpy(np.asarray(o)).float() for o in outs]
+
+    def detect(self, images: torch.Tensor, eval_cfg) -> list[torch.Tensor]:
+        """Per image ``[K, 6]`` (x1, y1, x2, y2, score, class) in input pixels: decoding and NMS with
+        ``eval_cfg`` (utils.config.schema.EvalConfig), or those fixed in an --nms graph."""
+        return self.detections(self(images), eval_cfg)
+
+    def detections(self, outputs: list[torch.Tensor], eval_cfg) -> list[torch.Tensor]:
+        """:meth:`detect` from outputs already computed."""
+        if self.nms is None:
+            return detect(outputs, self.spec, eval_cfg)
+        num, boxes, scores, classes = outputs
+        return [torch.cat((boxes[i, :k], scores[i, :k, None], classes[i, :k, None]), 1)
+                for i, k in enumerate(num[:, 0].long().tolist())]
 
     def check_size(self, size: int) -> int:
         if size % 32:
@@ -91,12 +112,6 @@ def _chunks(x: np.ndarray, n: int) -> Iterator[np.ndarray]:
         yield chunk
 
 
-def model_metadata(card: ModelCard, model) -> dict[str, Any]:
-    """What an exported graph needs to be used alone (stored as JSON in its metadata): the card, and the
-    anchor masks and strides its decoding needs."""
-    return {**card.to_dict(), "anchor_masks": [list(m) for m in model.anchor_masks], "strides": list(model.strides)}
-
-
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -107,46 +122,74 @@ def add_precision_arg(parser) -> None:
                              "AMX), else fp32; ONNX graphs run as exported")
 
 
+EXPORTED = {".onnx": "onnxruntime", ".xml": "openvino", ".torchscript": "torchscript"}  # suffix -> runtime
+
+
 def load_backend(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
                  device: str | torch.device = "cpu", fuse: bool = True, precision: str = "fp32",
                  channels_last: bool | None = None) -> Backend:
-    """A ``.pt`` checkpoint or Darknet ``.weights`` (with ``config``) through PyTorch, fused by default;
-    a ``.onnx`` file through ONNX Runtime (its CPU provider, or CUDA's when ``device`` is CUDA).
+    """A ``.pt`` checkpoint or Darknet ``.weights`` (with ``config``) through PyTorch, fused by default; a graph of
+    export.py: ``.onnx`` through ONNX Runtime (its CPU provider, or CUDA's when ``device`` is CUDA), an OpenVINO
+    ``.xml`` (or its folder) through OpenVINO on the CPU, a ``.torchscript`` file through torch.jit.
 
     PyTorch only: ``precision`` fp32 | bf16 | fp16 casts the model and its input (outputs come
     back as float32); bf16 pays off on CPUs with native bfloat16 (AVX512-BF16, AMX), fp16 needs
-    CUDA; ``auto`` picks fp16 on CUDA, bf16 on such a CPU, else fp32 (an ONNX graph: as exported).
-    ``channels_last`` runs the model in that memory layout; by default on the CPU, where it is faster
-    for these convolutions (bench/bench_infer.py), and on CUDA in half precision only. An ONNX graph's
-    precision is set at export.
+    CUDA; ``auto`` picks fp16 on CUDA, bf16 on such a CPU, else fp32. ``channels_last`` runs the model
+    in that memory layout; by default on the CPU, where it is faster for these convolutions
+    (bench/bench_infer.py), and on CUDA in half precision only. An exported graph runs in the precision
+    it was exported in (OpenVINO: float32 arithmetic, whatever the CPU offers, so that it matches PyTorch's).
     """
     device = torch.device(device)
     weights = Path(weights)
+    if weights.is_dir() and len(xml := sorted(weights.glob("*.xml"))) == 1:  # an OpenVINO export's folder
+        weights = xml[0]
+    runtime = EXPORTED.get(weights.suffix.lower())
     if precision == "auto":
-        precision = "fp32" if weights.suffix.lower() == ".onnx" else inference_precision("auto", device)
+        precision = "fp32" if runtime else inference_precision("auto", device)
     if precision not in PRECISIONS:
         raise BackendError(f"precision must be one of auto, {', '.join(PRECISIONS)}, got '{precision}'")
-    if weights.suffix.lower() != ".onnx":
-        if precision == "fp16" and device.type != "cuda":
-            raise BackendError("fp16 inference needs a CUDA device; on the CPU use bf16")
-        if precision == "bf16":
-            warn_if_bf16_emulated(device, "--precision bf16")
-        model, cfg, classes, anchors = load_model(weights, config, overrides, device)
-        if fuse:
-            model.fuse()
-        model.to(PRECISIONS[precision])
-        if channels_last is None:
-            channels_last = device.type == "cpu" or precision != "fp32"
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
-        return Backend("pytorch", cfg, classes, anchors, spec, cfg.model.input_size, device, model=model,
-                       dtype=PRECISIONS[precision], channels_last=channels_last, precision=precision)
+    if runtime is None:
+        return _pytorch_backend(weights, config, overrides, device, fuse, precision, channels_last)
     if precision != "fp32":
-        raise BackendError("an ONNX graph runs in the precision it was exported in (export.py --half); "
+        raise BackendError("an exported graph runs in the precision it was exported in (export.py --half); "
                            f"--precision {precision} applies to .pt and .weights files")
     if not weights.is_file():
         raise WeightsError(f"weights file not found: {weights}")
+    loader = {"onnxruntime": _onnx_session, "openvino": _openvino_model, "torchscript": _torchscript_model}[runtime]
+    meta, parts = loader(weights, device)
+    card = ModelCard.from_dict(meta, weights)
+    cfg = card.run_config(config, overrides, str(weights))
+    sxy = tuple(float(cfg.model.scale_x_y[stride_index(s)]) for s in meta["strides"])
+    spec = DecodeSpec(tuple(card.anchors), tuple(tuple(m) for m in meta["anchor_masks"]), tuple(meta["strides"]), sxy)
+    return Backend(runtime, cfg, card.class_names, card.anchors, spec, card.input_size, **parts, nms=meta.get("nms"))
+
+
+def _pytorch_backend(weights: Path, config, overrides, device: torch.device, fuse: bool, precision: str,
+                     channels_last: bool | None) -> Backend:
+    if precision == "fp16" and device.type != "cuda":
+        raise BackendError("fp16 inference needs a CUDA device; on the CPU use bf16")
+    if precision == "bf16":
+        warn_if_bf16_emulated(device, "--precision bf16")
+    model, cfg, classes, anchors = load_model(weights, config, overrides, device)
+    if fuse:
+        model.fuse()
+    model.to(PRECISIONS[precision])
+    if channels_last is None:
+        channels_last = device.type == "cpu" or precision != "fp32"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
+    return Backend("pytorch", cfg, classes, anchors, spec, cfg.model.input_size, device, model=model,
+                   dtype=PRECISIONS[precision], channels_last=channels_last, precision=precision)
+
+
+def _metadata(raw: str | None, weights: Path) -> dict[str, Any]:
+    if raw is None:
+        raise BackendError(f"{weights} has no '{METADATA_KEY}' metadata; export it with export.py")
+    return json.loads(raw)
+
+
+def _onnx_session(weights: Path, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         import onnxruntime as ort
     except ImportError:
@@ -156,22 +199,42 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
         session = ort.InferenceSession(str(weights), providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable or invalid graphs
         raise BackendError(f"{weights} is not a usable ONNX graph: {e}") from None
-    raw = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
-    if raw is None:
-        raise BackendError(f"{weights} has no '{ONNX_METADATA_KEY}' metadata; export it with export.py")
-    meta = json.loads(raw)
-    card = ModelCard.from_dict(meta, weights)
-    cfg = card.run_config(config, overrides, str(weights))
-    anchors = card.anchors
-    sxy = tuple(float(cfg.model.scale_x_y[stride_index(s)]) for s in meta["strides"])
-    spec = DecodeSpec(tuple(anchors), tuple(tuple(m) for m in meta["anchor_masks"]), tuple(meta["strides"]), sxy)
+    meta = _metadata(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), weights)
     shape = session.get_inputs()[0].shape  # [batch, 3, height, width]; symbolic axes are strings
-    fixed_batch = shape[0] if isinstance(shape[0], int) else None
-    fixed_size = isinstance(shape[2], int)
     dtype = torch.float16 if "float16" in session.get_inputs()[0].type else torch.float32
-    return Backend("onnxruntime", cfg, card.class_names, anchors, spec, card.input_size,
-                   torch.device("cpu"), session=session, fixed_batch=fixed_batch, fixed_size=fixed_size, dtype=dtype,
-                   precision="fp16" if dtype == torch.float16 else "fp32")
+    return meta, {"device": torch.device("cpu"), "session": session, "fixed_batch": shape[0] if isinstance(shape[0], int)
+                  else None, "fixed_size": isinstance(shape[2], int), "dtype": dtype,
+                  "precision": "fp16" if dtype == torch.float16 else "fp32"}
+
+
+def _openvino_model(weights: Path, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise BackendError("running an OpenVINO model needs the openvino package (pip install openvino)") from None
+    core = ov.Core()
+    try:
+        model = core.read_model(str(weights))
+    except Exception as e:  # openvino raises RuntimeError subclasses of its own
+        raise BackendError(f"{weights} is not a usable OpenVINO model: {e}") from None
+    raw = model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
+    meta = _metadata(raw, weights)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return meta, {"device": torch.device("cpu"), "session": compiled, "fixed_batch": 1, "fixed_size": True}
+
+
+def _torchscript_model(weights: Path, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    extra = {f"{METADATA_KEY}.json": ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.9 calls TorchScript deprecated; it still runs
+            model = torch.jit.load(str(weights), map_location=device, _extra_files=extra)
+    except Exception as e:  # torch.jit raises RuntimeError and others for files that are not TorchScript archives
+        raise BackendError(f"{weights} is not a usable TorchScript model: {e}") from None
+    meta = _metadata(extra[f"{METADATA_KEY}.json"] or None, weights)
+    dtype = next(model.parameters()).dtype
+    return meta, {"device": device, "model": model.eval(), "fixed_size": True, "dtype": dtype,
+                  "precision": "fp16" if dtype == torch.float16 else "fp32"}
 
 
 def load_model(weights: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),

@@ -158,7 +158,9 @@ def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpe
             for k in loss_sum:
                 loss_sum[k] += float(terms[k])
             n_batches += 1
-        for r, i, info in zip(detect(outputs, spec, eval_cfg), indices, infos, strict=True):
+        # a Backend decodes its own outputs (an --nms graph has done it inside); a model's raw maps are decoded here
+        found = model.detections(outputs, eval_cfg) if hasattr(model, "detections") else detect(outputs, spec, eval_cfg)
+        for r, i, info in zip(found, indices, infos, strict=True):
             r = r.cpu().numpy()
             rec = records[i]
             r[:, :4] = unletterbox_boxes(r[:, :4], info, rec.width, rec.height)
