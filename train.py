@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             cfg = load_config(args.config, args.overrides)  # fails fast on a bad key, before torch loads the model code
         from nets.weights import WeightsError
+        from utils.checkpoint import CheckpointError
         from utils.runtime import DeviceError
-        from utils.train.checkpoint import CheckpointError
-        from utils.train.fit import TrainingStopped, fit
+        from utils.train.fit import TrainingStopped, fit, float32_recipe
         from utils.train.resume import ResumeError, resume_config
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 resume = Path(args.resume)
             cfg = resume_config(resume, args.overrides, args.config)
+        else:
+            cfg = float32_recipe(cfg, args.overrides)
         result = fit(cfg, resume)
     except (ConfigError, DataError, DeviceError, WeightsError, ResumeError, CheckpointError, TrainingStopped) as e:
         print(f"error: {e}", file=sys.stderr)

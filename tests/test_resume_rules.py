@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from utils.checkpoint import ModelCard
 from utils.config.load import load_config
-from utils.train.checkpoint import ModelCard
 from utils.train.resume import (
     RESUME_FREE,
     ResumeError,
@@ -133,7 +133,7 @@ def test_an_earlier_checkpoint_goes_on_in_a_new_folder(tmp_path: Path, capsys: p
 def saved_run(path: Path, overrides: list[str], best: tuple[float, float] = (0.25, -3.0)) -> Path:
     import torch
 
-    from utils.train.checkpoint import TrainingState, save_run
+    from utils.checkpoint import TrainingState, save_run
 
     state = TrainingState(model={"w": torch.zeros(1)}, optimizer={}, scaler={}, epoch=1, iteration=2, best_fitness=best, rng={})
     return save_run(path, ModelCard.of(load_config("shapes.yaml", overrides), CLASSES, ANCHORS), state)
@@ -156,3 +156,67 @@ def test_resume_config_is_the_saved_one_with_the_overrides(tmp_path: Path) -> No
     save_config(load_config("shapes.yaml", ["train.time_limit=10", "train.lr=0.003"]), tmp_path / "same.yaml")
     assert resume_config(path, ["train.time_limit=12"], tmp_path / "same.yaml").train.time_limit == 12
     assert best_fitness_in(path) == (0.25, -3.0)
+
+
+# ---------------------------------------------------------------- the float32 recipe (train.float32_overrides)
+
+
+@pytest.mark.parametrize(("native_bf16", "amp", "applied"), [
+    (False, "auto", True),  # a CPU without bfloat16 instructions trains in float32
+    (True, "auto", False),  # one with them trains in bf16: the config's own values
+    (True, "off", True),  # float32 asked for
+    (False, "bf16", False),
+])
+def test_the_float32_recipe_applies_to_a_float32_run_and_the_command_line_wins(
+        monkeypatch: pytest.MonkeyPatch, native_bf16: bool, amp: str, applied: bool) -> None:
+    from utils import runtime
+    from utils.train.fit import float32_recipe
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+    overrides = ["train.float32_overrides=[model.input_size=160, train.ema_tau=300]", f"train.amp={amp}",
+                 "train.lr=0.001"]
+    cfg = float32_recipe(load_config("shapes.yaml", overrides), overrides)
+    if applied:
+        assert (cfg.model.input_size, cfg.train.ema_tau, cfg.train.float32_overrides) == (160, 300.0, [])
+    else:
+        assert (cfg.model.input_size, cfg.train.ema_tau) == (256, 500.0) and len(cfg.train.float32_overrides) == 2
+    assert cfg.train.lr == 0.001
+    # a key the command line gives keeps its value over the recipe's
+    mine = [*overrides, "model.input_size=224"]
+    assert float32_recipe(load_config("shapes.yaml", mine), mine).model.input_size == 224
+
+
+def test_float32_overrides_are_checked_when_the_config_loads() -> None:
+    from utils.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.float32_overrides.*model.input_size.*multiple of 32"):
+        load_config("shapes.yaml", ["train.float32_overrides=[model.input_size=100]"])
+    with pytest.raises(ConfigError, match="train.amp=bf16 cannot be a float32 override"):
+        load_config("shapes.yaml", ["train.float32_overrides=[train.amp=bf16]"])
+    with pytest.raises(ConfigError, match="unknown key 'model.size'"):
+        load_config("shapes.yaml", ["train.float32_overrides=[model.size=192]"])
+
+
+def test_a_run_that_applied_the_float32_recipe_resumes_with_the_same_config(tmp_path: Path) -> None:
+    from utils.train.resume import resume_config
+
+    recipe = "train.float32_overrides=[model.input_size=160]"
+    path = saved_run(tmp_path / "last.pt", ["model.input_size=160", "train.float32_overrides=[]"])  # as applied
+    cfg = resume_config(path, [recipe, "data.workers=0"], "shapes.yaml")  # the command that started it, again
+    assert cfg.model.input_size == 160 and cfg.train.float32_overrides == []
+    # a run that did not apply it (bf16) keeps its own size wherever it resumes
+    path = saved_run(tmp_path / "bf16.pt", [recipe])
+    assert resume_config(path, [recipe], "shapes.yaml").model.input_size == 256
+
+
+def test_a_float32_recipe_that_does_not_fit_the_config_is_left_out_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from utils import runtime
+    from utils.train.fit import float32_recipe
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    # a config whose model takes 6 anchors, while shapes.yaml's recipe brings 9 (for yolov4-tiny-3l)
+    cfg = load_config("shapes.yaml", ["model.name=yolov4-tiny", "model.anchors_path=model_data/yolo_tiny_anchors.txt"])
+    assert float32_recipe(cfg) is cfg  # given on the command line, those two would win over the recipe instead
+    assert "train.float32_overrides not applied, they do not fit this config" in caplog.text
+    assert "needs 6 anchors" in caplog.text

@@ -8,6 +8,7 @@ unknown keys (with the closest valid key suggested), wrong types, values out of 
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import operator
 import re
@@ -149,13 +150,7 @@ def validate(cfg: Config, origins: dict[str, str] | None = None) -> Config:
     def where(dotted: str) -> str:
         return f"{origins.get(dotted, '<config>')}: {dotted}"
 
-    for section in SECTIONS:
-        for key, f in section_fields(section).items():
-            dotted = f"{section}.{key}"
-            value = getattr(getattr(cfg, section), key)
-            _check_value(value, dict(f.metadata), where(dotted))
-            if f.metadata.get("file") and value and not resolve_path(value).is_file():
-                raise ConfigError(f"{where(dotted)}: file not found: '{value}' (looked in the working directory and {REPO_ROOT})")
+    _check_fields(cfg, where)
 
     m, t = cfg.model, cfg.train
     dev = t.device
@@ -184,7 +179,31 @@ def validate(cfg: Config, origins: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"{where('model.anchors_path')}: model.name = {m.name} needs {NUM_ANCHORS[m.name]} anchors, "
                           f"'{m.anchors_path}' has {len(anchors)}")
     read_classes(cfg.data.classes_path)
+    if t.float32_overrides:  # each key and value checked now; how they fit the rest, when a float32 run applies them
+        bad = [o for o in t.float32_overrides if o.split("=", 1)[0].strip() in ("train.amp", "train.float32_overrides")]
+        if bad:
+            raise ConfigError(f"{where('train.float32_overrides')}: {', '.join(bad)} cannot be a float32 override")
+        _check_fields(with_float32_overrides(cfg), lambda dotted: f"{where('train.float32_overrides')}: {dotted}")
     return cfg
+
+
+def _check_fields(cfg: Config, where) -> None:
+    """Each key's own rules (range, choices, an existing file); ``where(dotted)`` names it in the error."""
+    for section in SECTIONS:
+        for key, f in section_fields(section).items():
+            dotted = f"{section}.{key}"
+            value = getattr(getattr(cfg, section), key)
+            _check_value(value, dict(f.metadata), where(dotted))
+            if f.metadata.get("file") and value and not resolve_path(value).is_file():
+                raise ConfigError(f"{where(dotted)}: file not found: '{value}' (looked in the working directory and {REPO_ROOT})")
+
+
+def with_float32_overrides(cfg: Config) -> Config:
+    """A copy of ``cfg`` with ``train.float32_overrides`` applied (and emptied: they are in the values now)."""
+    out = copy.deepcopy(cfg)
+    apply_overrides(out, cfg.train.float32_overrides)
+    out.train.float32_overrides = []
+    return out
 
 
 def config_from_dict(data: dict[str, Any] | None, source: str = "<dict>",

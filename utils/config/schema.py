@@ -129,6 +129,7 @@ class TrainConfig:
     ema_decay: float = _f(0.9999, gt=0, lt=1)  # EMA decay once ramped up
     ema_tau: float = _f(2000.0, gt=0)  # EMA ramp time constant, iterations
     amp: str = _f("auto", choices=("auto", "fp16", "bf16", "off"))  # auto: CUDA fp16, CPU with AMX/AVX512-BF16 bf16, else off
+    float32_overrides: list[str] = _f([])  # section.key=value applied when a new run trains in float32 on a CPU
     device: str = _f("auto")  # auto | cpu | cuda | cuda:N
     sync_bn: bool = _f(False)  # SyncBatchNorm under DDP
     channels_last: str = _f("auto", choices=("auto", "on", "off"))  # channels_last model and inputs: auto = on for the CPU
@@ -139,6 +140,7 @@ class TrainConfig:
     eval_period: int = _f(10, gt=0)  # evaluate every N epochs and at the end, epochs
     patience: int = _f(0, ge=0)  # stop after N epochs without a better fitness (seen at evaluations); 0 = off
     save_period: int = _f(10, ge=0)  # keep a checkpoint every N epochs; 0 = only last and best
+    keep_last_state: bool = _f(False)  # keep last.pt resumable at the run's end; false strips it like best.pt (card + EMA)
     max_bad_steps: int = _f(20, gt=0)  # this many non-finite losses in a row stop the run (last.pt is saved)
     time_limit: float = _f(0.0, ge=0)  # wall-clock budget, minutes: epochs and schedule are fitted to it; 0 = off
     grad_clip: float = _f(10.0, ge=0)  # clip the gradient norm to this before each step; 0 = off

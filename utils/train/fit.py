@@ -11,7 +11,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +21,36 @@ import torch.distributed as dist
 from nets.loss import YOLOLoss
 from nets.weights import load_weights
 from nets.yolo import build_model
+from utils.checkpoint import (
+    ModelCard,
+    TrainingState,
+    check_start_weights,
+    read_run,
+    rng_state,
+    save_run,
+    set_rng_state,
+    strip_run,
+)
 from utils.config.files import read_anchors, read_classes, resolve_path
-from utils.config.load import save_config
-from utils.config.schema import Config
+from utils.config.load import apply_overrides, save_config, validate, with_float32_overrides
+from utils.config.schema import Config, ConfigError
 from utils.data.augment import AugmentParams
 from utils.data.dataset import TrainDataset, build_train_loader
 from utils.data.records import class_counts
 from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
 from utils.infer.postprocess import DecodeSpec
-from utils.runtime import amp_dtype, channels_last_on, dist_info, next_run_dir, seed_everything, select_device, unwrap
+from utils.runtime import (
+    amp_dtype,
+    auto_precision,
+    channels_last_on,
+    dist_info,
+    next_run_dir,
+    seed_everything,
+    select_device,
+    unwrap,
+)
 from utils.train import report
-from utils.train.checkpoint import ModelCard, TrainingState, check_start_weights, read_run, rng_state, save_run, set_rng_state
 from utils.train.ema import ModelEMA
 from utils.train.engine import TrainingStopped, evaluate, train_one_epoch
 from utils.train.optim import build_optimizer, epochs_in_budget, freeze_backbone, steady_seconds, train_mode
@@ -64,7 +82,30 @@ def fit(cfg: Config, resume: str | Path | None = None, stop_after: int | None = 
     finally:
         if run.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-    return run.result(return_model)
+    result = run.result(return_model)
+    run.strip_checkpoints()
+    return result
+
+
+def float32_recipe(cfg: Config, overrides: Sequence[str] = ()) -> Config:
+    """The config a new run trains with on this machine: ``cfg`` with ``train.float32_overrides`` applied where it
+    will train in float32 on a CPU (one without bfloat16 instructions, or ``train.amp=off``), a recipe fitted to
+    that pace (configs/shapes.yaml has one); then ``overrides`` (the command line's) again, so that they win.
+    train.py and the API's train() call it for a new run; :func:`fit` trains the config it is given."""
+    amp = cfg.train.amp
+    if amp == "auto":
+        amp = auto_precision(torch.device("cpu"))
+    if not cfg.train.float32_overrides or amp not in ("off", "fp32") or select_device(cfg.train.device).type != "cpu":
+        return cfg
+    out = apply_overrides(with_float32_overrides(cfg), overrides)
+    out.train.float32_overrides = []  # applied: the run's config.yaml holds their values
+    try:
+        validate(out)
+    except ConfigError as e:  # the recipe does not fit what else was asked (another model's anchor count, ...)
+        LOGGER.warning("train.float32_overrides not applied, they do not fit this config: %s", e)
+        return cfg
+    LOGGER.info("float32 on this CPU: %s (train.float32_overrides)", ", ".join(cfg.train.float32_overrides))
+    return out
 
 
 class Run:
@@ -349,6 +390,22 @@ class Run:
         save_run(self.run_dir / name, ModelCard.of(self.cfg, self.classes, self.anchors), state)
 
     # ------------------------------------------------------------------ the end
+
+    def ended(self) -> bool:
+        """Whether the run is over: its epochs done, or train.patience ended it (not a signal, not stop_after)."""
+        return not self.stop.asked and (self.epoch >= self.epochs or self.stopped_early)
+
+    def strip_checkpoints(self) -> None:
+        """A run that ended (rank 0): best.pt, and last.pt unless ``train.keep_last_state``, stripped to the card and
+        the weights evaluation used (checkpoint.strip_run), for shipping."""
+        if not (self.main and self.ended()):
+            return
+        names = ["best.pt"] + ([] if self.cfg.train.keep_last_state else ["last.pt"])
+        sizes = {n: strip_run(self.run_dir / n) for n in names if (self.run_dir / n).is_file()}
+        if sizes:
+            said = ", ".join(f"{n} {a / 1e6:.1f} -> {b / 1e6:.1f} MB" for n, (a, b) in sizes.items())
+            kept = " (last.pt kept whole: train.keep_last_state)" if self.cfg.train.keep_last_state else ""
+            LOGGER.info("stripped for inference (the card and the EMA weights): %s%s", said, kept)
 
     def result(self, return_model: bool) -> dict[str, Any]:
         """The run's closing pictures and table (train.report.conclude), and its result: its folder, epochs, time,

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from nets.weights import WeightsError
+from utils.checkpoint import ModelCard, read_run
 from utils.config.load import config_from_dict
 from utils.config.schema import Config, all_keys
 from utils.runtime import next_run_dir
-from utils.train.checkpoint import ModelCard, read_run
 from utils.train.results import keep_rows
 
 
@@ -21,7 +21,7 @@ class ResumeError(ValueError):
 # What --resume may change: where the files are and what machine runs the rest, never what the run computes.
 # train.time_limit only upward (an extension); everything else would make the resumed run another experiment.
 RESUME_FREE = ("data.root", "data.classes_path", "model.anchors_path", "model.weights", "data.workers", "data.cache",
-               "train.device", "train.time_limit")
+               "train.device", "train.time_limit", "train.keep_last_state")
 
 
 def dotted(cfg: Config, key: str) -> Any:
@@ -59,10 +59,13 @@ def check_resume(card: ModelCard, cfg: Config, classes: list[str], anchors, sour
 def resume_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None) -> Config:
     """The config that resumes the checkpoint ``path``: its own saved config (or the file ``config``,
     which must describe the same run) with ``overrides`` applied, checked by :func:`check_resume_changes`."""
-    from utils.config.load import apply_overrides, load_config, validate
+    from utils.config.load import apply_overrides, load_config, validate, with_float32_overrides
 
     saved = config_from_dict(read_run(path, resume=True, mmap=True).card.config, str(path))
     cfg = load_config(config, overrides) if config else validate(apply_overrides(config_from_dict(saved.to_dict()), overrides))
+    if cfg.train.float32_overrides and not saved.train.float32_overrides:  # the run started in float32 and applied them
+        cfg = apply_overrides(with_float32_overrides(cfg), overrides)  # as train.py did (fit.float32_recipe)
+        cfg.train.float32_overrides = []
     check_resume_changes(saved, cfg, path)
     return cfg
 
