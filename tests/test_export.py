@@ -154,3 +154,9 @@ def test_export_cli_facts_and_errors(trained_model: Path, tmp_path: Path, capsys
         assert message in capsys.readouterr().err
     with pytest.raises(BackendError, match="format must be one of"):
         export_model(trained_model, "tflite")
+    # OpenVINO's conversion goes through an ONNX graph of its own: a user's file of that name beside it stays
+    (tmp_path / "ov").mkdir()
+    (tmp_path / "ov" / "m.onnx").write_text("mine")
+    export_model(trained_model, "openvino", tmp_path / "ov" / "m.xml")
+    assert (tmp_path / "ov" / "m.onnx").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["m.bin", "m.onnx", "m.xml"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,14 +215,12 @@ def write_openvino(backend: Backend, size: int, path: Path, meta: dict[str, Any]
     except ImportError:
         raise BackendError("OpenVINO export needs the openvino package (pip install openvino)") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx_path = path.with_suffix(".onnx")
-    write_onnx(backend.model, torch.zeros(1, 3, size, size), onnx_path, opset=opset)
-    try:
-        model = ov.convert_model(str(onnx_path))
-    finally:
-        onnx_path.unlink()
-    model.set_rt_info(json.dumps(meta), [METADATA_KEY])
-    ov.save_model(model, str(path), compress_to_fp16=half)
+    with tempfile.TemporaryDirectory() as tmp:  # the intermediate graph never lands beside the user's files
+        onnx_path = Path(tmp) / "model.onnx"
+        write_onnx(backend.model, torch.zeros(1, 3, size, size), onnx_path, opset=opset)
+        model = ov.convert_model(str(onnx_path))  # its weights may be read from that file until saved
+        model.set_rt_info(json.dumps(meta), [METADATA_KEY])
+        ov.save_model(model, str(path), compress_to_fp16=half)
 
 
 def check_against_pytorch(weights: str | Path, exported: Path, config=None, overrides=(), batch: int = 1) -> float:
