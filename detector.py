@@ -203,6 +203,6 @@ def _as_overrides(sections: dict[str, dict[str, Any]]) -> list[str]:
             raise PredictError(f"{section}=: config keys as a dict, e.g. {section}={{'key': value}}, "
                                f"got {type(keys).__name__}")
         for key, value in keys.items():
-            text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20)
-            out.append(f"{section}.{key}={text.removesuffix(chr(10)).removesuffix('...').strip()}")
+            text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()  # a scalar ends "\n...\n"
+            out.append(f"{section}.{key}={text.removesuffix('...').strip()}")
     return out
