@@ -198,10 +198,12 @@ def _check_fields(cfg: Config, where) -> None:
                 raise ConfigError(f"{where(dotted)}: file not found: '{value}' (looked in the working directory and {REPO_ROOT})")
 
 
-def with_float32_overrides(cfg: Config) -> Config:
-    """A copy of ``cfg`` with ``train.float32_overrides`` applied (and emptied: they are in the values now)."""
+def with_float32_overrides(cfg: Config, overrides: Sequence[str] = ()) -> Config:
+    """A copy of ``cfg`` with ``train.float32_overrides`` applied, then ``overrides`` (the command line's) again so
+    that they win; the list emptied, since its values are in the config now."""
     out = copy.deepcopy(cfg)
     apply_overrides(out, cfg.train.float32_overrides)
+    apply_overrides(out, overrides)
     out.train.float32_overrides = []
     return out
 

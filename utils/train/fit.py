@@ -32,7 +32,7 @@ from utils.checkpoint import (
     strip_run,
 )
 from utils.config.files import read_anchors, read_classes, resolve_path
-from utils.config.load import apply_overrides, save_config, validate, with_float32_overrides
+from utils.config.load import save_config, validate, with_float32_overrides
 from utils.config.schema import Config, ConfigError
 from utils.data.augment import AugmentParams
 from utils.data.dataset import TrainDataset, build_train_loader
@@ -97,8 +97,7 @@ def float32_recipe(cfg: Config, overrides: Sequence[str] = ()) -> Config:
         amp = auto_precision(torch.device("cpu"))
     if not cfg.train.float32_overrides or amp not in ("off", "fp32") or select_device(cfg.train.device).type != "cpu":
         return cfg
-    out = apply_overrides(with_float32_overrides(cfg), overrides)
-    out.train.float32_overrides = []  # applied: the run's config.yaml holds their values
+    out = with_float32_overrides(cfg, overrides)  # the run's config.yaml holds the applied values
     try:
         validate(out)
     except ConfigError as e:  # the recipe does not fit what else was asked (another model's anchor count, ...)

@@ -64,8 +64,7 @@ def resume_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     saved = config_from_dict(read_run(path, resume=True, mmap=True).card.config, str(path))
     cfg = load_config(config, overrides) if config else validate(apply_overrides(config_from_dict(saved.to_dict()), overrides))
     if cfg.train.float32_overrides and not saved.train.float32_overrides:  # the run started in float32 and applied them
-        cfg = apply_overrides(with_float32_overrides(cfg), overrides)  # as train.py did (fit.float32_recipe)
-        cfg.train.float32_overrides = []
+        cfg = with_float32_overrides(cfg, overrides)  # as train.py did (fit.float32_recipe)
     check_resume_changes(saved, cfg, path)
     return cfg
 
