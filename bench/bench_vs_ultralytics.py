@@ -14,9 +14,11 @@ dependency of the project and never runs in CI. What it does, in order:
    ``--fp32`` adds ``train.amp=off`` (a CPU without bfloat16 instructions trains so; YOLOv8n then runs
    without AMP too).
 3. Ultralytics, with its own defaults otherwise: ``YOLO("yolov8n.yaml").train(data=..., imgsz=<each of
-   --yolo-imgsz: 160 and the demo's input size by default>, batch=16, time=<minutes / 60>, device="cpu",
-   pretrained=False, amp=False, plots=False, seed=0)``, offline (``YOLO_OFFLINE=true``), its settings kept under
-   the bench's folder; the ratio is against its best size by mAP50-95 (each size's run is in ``by_imgsz``).
+   --yolo-imgsz: 160 and the size the demo trains at on this machine by default (shapes.yaml's
+   ``train.float32_overrides`` make it 192 px in float32 on a CPU, 256 px elsewhere)>, batch=16,
+   time=<minutes / 60>, device="cpu", pretrained=False, amp=False, plots=False, seed=0)``, offline
+   (``YOLO_OFFLINE=true``), its settings kept under the bench's folder; the ratio is against its best size by
+   mAP50-95 (each size's run is in ``by_imgsz``).
    On a CUDA machine both train on the GPU with AMP (``device=0, amp=True``; ours: ``train.device=cuda``), unless
    ``--fp32``.
 4. Both on the same validation split, by this toolkit's ``eval.py``: ours from its best.pt in float32,
@@ -51,6 +53,7 @@ from utils.data.splits import load_records  # noqa: E402
 from utils.data.synthetic import ensure_shapes  # noqa: E402
 from utils.data.yolo import write_yolo_dataset  # noqa: E402
 from utils.runtime import next_run_dir  # noqa: E402
+from utils.train.fit import float32_recipe  # noqa: E402
 
 # The Ultralytics side, run as a child process: train, its own validation, predictions as COCO results.
 ULTRALYTICS = r"""
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", choices=("ours", "ultralytics"), help="run one side only")
     parser.add_argument("--yolo-imgsz", type=int, nargs="+", metavar="PX",
                         help="YOLOv8n's input sizes, one run each; the ratio is against the best of them by mAP50-95 "
-                        "(default: 160, its better size on a 2-core CPU, and the demo's, model.input_size)")
+                        "(default: 160, its better size on a 2-core CPU, and the size the demo trains at here)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     if args.only != "ours" and importlib.util.find_spec("ultralytics") is None:
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = load_config("shapes.yaml")
+    overrides = ["train.amp=off"] if args.fp32 else []
+    cfg = float32_recipe(load_config("shapes.yaml", overrides), overrides)  # the size train.py will train at
     classes = read_classes(cfg.data.classes_path)
     ensure_shapes(cfg, classes)
     train_records, _ = load_records(cfg.data, cfg.data.train_splits, classes)
