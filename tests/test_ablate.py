@@ -12,28 +12,32 @@ import pytest
 import torch
 
 from nets.loss import YOLOLoss
-from tests.test_train import TINY_RUN
+from tests.trained import TINY_RUN
 from tools import ablate
+from tools.ablation import runner
+from tools.ablation.report import wrap_title
+from tools.ablation.settings import baseline_key, expand, parse_grid, split_values
+from tools.ablation.stats import summarize
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 
 
 def test_split_values_keeps_lists_whole() -> None:
-    assert ablate.split_values("a, b,[1,2], {x: 1, y: 2},c") == ["a", "b", "[1,2]", "{x: 1, y: 2}", "c"]
+    assert split_values("a, b,[1,2], {x: 1, y: 2},c") == ["a", "b", "[1,2]", "{x: 1, y: 2}", "c"]
 
 
 def test_focal_off_runs_once_not_once_per_gamma_and_alpha() -> None:
-    grid = ablate.parse_grid(["loss.focal_loss=false,true", "loss.focal_gamma=0.5,1,2", "loss.focal_alpha=0.25,0.5"])
-    settings = ablate.expand(grid, base_focal=True, base_focal_cls=False)
+    grid = parse_grid(["loss.focal_loss=false,true", "loss.focal_gamma=0.5,1,2", "loss.focal_alpha=0.25,0.5"])
+    settings = expand(grid, base_focal=True, base_focal_cls=False)
     assert len(settings) == 1 + 3 * 2
     assert settings[0] == {"loss.focal_loss": "false"}
     # with focal on the class term, alpha and gamma matter even with focal objectness off
-    assert len(ablate.expand(grid, base_focal=True, base_focal_cls=True)) == 2 * 3 * 2
+    assert len(expand(grid, base_focal=True, base_focal_cls=True)) == 2 * 3 * 2
     # imbalance levels multiply everything, and each focal-off setting pairs with its own level
-    grid = ablate.parse_grid(["shapes.tail=0.1,0.5", "loss.focal_loss=false,true"])
-    settings = ablate.expand(grid, True, False)
+    grid = parse_grid(["shapes.tail=0.1,0.5", "loss.focal_loss=false,true"])
+    settings = expand(grid, True, False)
     assert len(settings) == 4
-    assert ablate.baseline_key(settings[1]) == ablate.baseline_key(settings[0]) == (("shapes.tail", "0.1"),)
+    assert baseline_key(settings[1]) == baseline_key(settings[0]) == (("shapes.tail", "0.1"),)
 
 
 def test_bad_grid_entries_are_clear_errors(tmp_path: Path) -> None:
@@ -135,7 +139,7 @@ def test_paired_difference_is_per_seed() -> None:
     settings = [{"loss.focal_loss": "false"}, {"loss.focal_loss": "true"}]
     rows = [{"setting": "focal_loss=false", "seed": s, "map50": v, "map50_95": v} for s, v in ((0, 0.2), (1, 0.4))]
     rows += [{"setting": "focal_loss=true", "seed": s, "map50": v, "map50_95": v} for s, v in ((0, 0.3), (1, 0.4))]
-    on = ablate.summarize(settings, rows)[1]
+    on = summarize(settings, rows)[1]
     # differences 0.1 and 0.0: mean 0.05, sample std sqrt(((0.05)^2 * 2) / 1) = 0.0707
     assert on["delta_map50"][0] == pytest.approx(0.05)
     assert on["delta_map50"][1] == pytest.approx(math.sqrt(0.005))
@@ -190,7 +194,7 @@ def test_jobs_run_side_by_side_and_a_stop_starts_no_new_run(tmp_path: Path, monk
     # the second run is stopped by a signal; the first ends only once the sweep has printed that stop, so its thread,
     # free again, must find the stop and start none of the four runs left
     out, calls, said = tmp_path / "second", [], threading.Event()
-    monkeypatch.setattr(ablate, "print", lambda *a, **k: said.set() if "stopped by a signal;" in str(a[0]) else None,
+    monkeypatch.setattr(runner, "print", lambda *a, **k: said.set() if "stopped by a signal;" in str(a[0]) else None,
                         raising=False)
 
     def stopped_at_second(args: list[str], log: Path) -> int:
@@ -262,8 +266,8 @@ def test_the_objectness_prior_reaches_the_model(tmp_path: Path, monkeypatch: pyt
 def test_a_long_title_is_wrapped_to_the_figure_width() -> None:
     words = [f"section.key{i}=value{i}" for i in range(20)]  # 19 or 21 characters each: 419 in all
     title = " ".join(words)
-    wrapped = ablate.wrap_title(title, 9.8)  # 9.8 in at 8 pt: 9.8 * 72 / 4.8 = 147 characters a line
+    wrapped = wrap_title(title, 9.8)  # 9.8 in at 8 pt: 9.8 * 72 / 4.8 = 147 characters a line
     lines = wrapped.split("\n")
     assert len(lines) == 3 and all(len(line) <= 147 for line in lines)
     assert " ".join(lines) == title  # nothing lost or broken inside a word
-    assert ablate.wrap_title("short", 5.0) == "short"
+    assert wrap_title("short", 5.0) == "short"
