@@ -24,8 +24,9 @@ from torchvision.ops import box_iou
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit, median_ms, median_ms_interleaved  # noqa: E402
+from nets.assign import Assignment, LevelTargets, TargetAssigner  # noqa: E402
 from nets.box_coding import decode_boxes, to_per_anchor  # noqa: E402
-from nets.loss import Assignment, LevelTargets, YOLOLoss  # noqa: E402
+from nets.loss import YOLOLoss  # noqa: E402
 from nets.yolo import build_model  # noqa: E402
 from utils.boxes import shape_iou  # noqa: E402
 from utils.config.files import REPO_ROOT, read_anchors  # noqa: E402
@@ -34,8 +35,8 @@ STRIDES = (8, 16, 32)
 MASKS = ((0, 1, 2), (3, 4, 5), (6, 7, 8))
 
 
-class LoopAssignLoss(YOLOLoss):
-    """The baseline: the same terms, with the classic assignment.
+class LoopAssigner(TargetAssigner):
+    """The baseline: the classic assignment (YOLOLoss.build(..., assigner_cls=LoopAssigner) gives the same terms on it).
 
     As in the common PyTorch YOLOv3/v4 ports: per level and per image, the anchor shape IoUs
     of that image's boxes at once, then a Python loop over the boxes that writes each
@@ -76,7 +77,7 @@ class LoopAssignLoss(YOLOLoss):
                     obj[b, k, gy, gx] = True
                     best_iou[b, k, gy, gx] = ious[i, best_n]
                     owner[b, k, gy, gx] = rows[i]
-                ignore[b] = box_iou(pred[b].reshape(-1, 4), t[:, 2:6]).amax(1).view(n_a, hh, ww) > self.assigner.ignore_thresh
+                ignore[b] = box_iou(pred[b].reshape(-1, 4), t[:, 2:6]).amax(1).view(n_a, hh, ww) > self.ignore_thresh
             ignore &= ~obj
             b_i, a_i, gy_i, gx_i = obj.nonzero(as_tuple=True)
             ms = owner[b_i, a_i, gy_i, gx_i]
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         maps, targets = make_inputs(args.batch, args.size, n_boxes, args.classes)
         for focal in (False, True):
             kw = {"focal_loss": focal}
-            fast = YOLOLoss(args.classes, anchors, STRIDES, args.size, MASKS, **kw)
-            slow = LoopAssignLoss(args.classes, anchors, STRIDES, args.size, MASKS, **kw)
+            fast = YOLOLoss.build(args.classes, anchors, STRIDES, args.size, MASKS, **kw)
+            slow = YOLOLoss.build(args.classes, anchors, STRIDES, args.size, MASKS, assigner_cls=LoopAssigner, **kw)
             step_fast, total_fast = loss_step(fast, maps, targets)
             step_loop, total_loop = loss_step(slow, maps, targets)
             ms = median_ms_interleaved({"fast": step_fast, "loop": step_loop},

@@ -45,9 +45,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_loss import LoopAssignLoss, loss_step, make_inputs  # noqa: E402
+from bench.bench_loss import LoopAssigner, loss_step, make_inputs  # noqa: E402
 from bench.bench_model import matmul_gflops_per_s  # noqa: E402
 from bench.common import emit, median_ms, median_ms_interleaved  # noqa: E402
+from nets.assign import TargetAssigner  # noqa: E402
 from nets.common import ConvBNAct  # noqa: E402
 from nets.loss import YOLOLoss  # noqa: E402
 from nets.yolo import build_model, model_summary  # noqa: E402
@@ -103,8 +104,8 @@ def make_step(name: str, size: int, batch: int, plain: bool, channels_last: bool
     if channels_last:
         model.to(memory_format=torch.channels_last)
     anchors = read_anchors(REPO_ROOT / "model_data" / ANCHORS[name])
-    loss_cls = LoopAssignLoss if plain else YOLOLoss
-    loss_fn = loss_cls(CLASSES, anchors, model.strides, size, model.anchor_masks, focal_loss=True)
+    loss_fn = YOLOLoss.build(CLASSES, anchors, model.strides, size, model.anchor_masks, focal_loss=True,
+                             assigner_cls=LoopAssigner if plain else TargetAssigner)
     opt = build_optimizer(model, "sgd", 0.001, 0.937, 5e-4)
     for group in opt.param_groups:
         group["foreach"] = not plain

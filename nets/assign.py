@@ -4,7 +4,9 @@ negatives the objectness term ignores. No gradient flows here.
     assigner = TargetAssigner(num_classes, anchors, strides, anchor_masks, scale_x_y, ignore_thresh)
     assignment = assigner(maps, targets)   # Assignment: per level obj_mask, ignore_mask, positives
 
-Two definitions of the ignore mask, tested equal (tests/test_loss.py, against a plain per-box
+The kept cells of the objectness term, ``noobj_mask | obj_mask``, are named once: ``LevelTargets.kept``.
+
+Two definitions of the ignore mask, tested equal (tests/test_assign.py, against a plain per-box
 loop as well): :meth:`TargetAssigner._overlapping_dense`, every cell's decoded box against every
 ground truth of its image, obviously right and slow; and :meth:`TargetAssigner._overlapping`,
 the fast path, which decodes only the cells that can reach the threshold.
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nets.box_coding import decode_boxes, decode_wh, decode_xy, split_anchors, stride_index
+from nets.box_coding import LevelSpec, decode_boxes, decode_wh, decode_xy, split_anchors
 from utils.boxes import bbox_iou, shape_iou
 
 
@@ -42,6 +44,16 @@ class LevelTargets:
     gx: torch.Tensor
     boxes: torch.Tensor
     classes: torch.Tensor
+
+    @property
+    def noobj_mask(self) -> torch.Tensor:
+        """``[B, A, H, W]``: the negatives the objectness term keeps (neither positive nor ignored)."""
+        return ~self.ignore_mask & ~self.obj_mask
+
+    @property
+    def kept(self) -> torch.Tensor:
+        """``[B, A, H, W]``: the cells the objectness term is taken over, ``noobj_mask | obj_mask``."""
+        return self.noobj_mask | self.obj_mask
 
 
 @dataclass
@@ -77,13 +89,9 @@ class TargetAssigner(nn.Module):
                  ignore_thresh: float = 0.5, multi_anchor_iou: float | None = None) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.strides = tuple(int(s) for s in strides)
-        n_per = len(anchors) // len(self.strides)
-        masks = anchor_masks or [range(i * n_per, (i + 1) * n_per) for i in range(len(self.strides))]
-        self.anchor_masks = tuple(tuple(int(i) for i in m) for m in masks)
-        if len(self.anchor_masks) != len(self.strides) or len({len(m) for m in self.anchor_masks}) != 1:
-            raise ValueError(f"need one anchor mask of equal length per stride, got {self.anchor_masks}")
-        self.num_anchors = len(self.anchor_masks[0])
+        self.spec = LevelSpec.of(anchors, strides, anchor_masks, scale_x_y)  # the levels, as decoding reads them
+        self.strides, self.anchor_masks = self.spec.strides, self.spec.anchor_masks
+        self.num_anchors, self.scale_x_y = self.spec.num_anchors, list(self.spec.scale_x_y)
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
         used = sorted({i for m in self.anchor_masks for i in m})
         self.register_buffer("anchor_used", torch.zeros(len(anchors), dtype=torch.bool).index_fill_(0, torch.tensor(used), True),
@@ -93,10 +101,15 @@ class TargetAssigner(nn.Module):
         # every (level, anchor slot) of the masks: its anchor in the anchors file, its level, its slot
         slots = [(k, lvl, a) for lvl, m in enumerate(self.anchor_masks) for a, k in enumerate(m)]
         self.register_buffer("slots", torch.tensor(slots, dtype=torch.long).t().contiguous(), persistent=False)  # [3, E]
-        # per-level values are given for strides 8, 16, 32; a level takes the entry of its stride
-        self.scale_x_y = [float(scale_x_y[stride_index(s)]) for s in self.strides]
         self.ignore_thresh = ignore_thresh
         self.multi_anchor_iou = multi_anchor_iou
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, anchors: Sequence[Sequence[float]], strides: Sequence[int],
+                    anchor_masks: Sequence[Sequence[int]] | None = None) -> TargetAssigner:
+        """The assigner a run's loss uses (``cfg``: utils.config.schema.Config)."""
+        return cls(num_classes, anchors, strides, anchor_masks, cfg.model.scale_x_y, cfg.loss.ignore_thresh,
+                   cfg.loss.multi_anchor_iou)
 
     def level_anchors(self, level: int) -> torch.Tensor:
         """``[A, 2]`` anchors (w, h) in input pixels of one level."""

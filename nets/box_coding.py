@@ -1,4 +1,6 @@
-"""Raw YOLO map <-> boxes, shared by the model's users and the loss.
+"""Raw YOLO map <-> boxes, shared by the model's users and the loss, and the one per-level spec
+(:class:`LevelSpec`: strides, anchor groups, scale_x_y) that the assigner, the loss, decoding, drawing
+and exported graphs read.
 
 A raw map of one level is ``[B, A * (5 + C), H, W]``; per anchor its channels are
 ``(tx, ty, tw, th, objectness, class_1 .. class_C)``. Decoding, in input pixels:
@@ -10,6 +12,8 @@ A raw map of one level is ``[B, A * (5 + C), H, W]``; per anchor its channels ar
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -72,3 +76,44 @@ def stride_index(stride: int) -> int:
     """The position of a stride's entry in settings given per stride 8, 16, 32 (0, 1, 2): the configs'
     ``scale_x_y`` and ``balance`` are listed so, whatever levels a model has (yolov4-tiny: 16, 32)."""
     return int(math.log2(stride)) - 3
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """The model's levels as decoding sees them: every anchor (w, h) in input pixels (smallest first, the
+    anchors file), and per level (stride ascending) its anchor indices, stride and Darknet ``scale_x_y``."""
+
+    anchors: tuple[tuple[float, float], ...]
+    anchor_masks: tuple[tuple[int, ...], ...]
+    strides: tuple[int, ...]
+    scale_x_y: tuple[float, ...]
+
+    @classmethod
+    def of(cls, anchors: Sequence[Sequence[float]], strides: Sequence[int],
+           anchor_masks: Sequence[Sequence[int]] | None = None,
+           scale_x_y_by_stride: Sequence[float] = (1.0, 1.0, 1.0)) -> LevelSpec:
+        """``anchor_masks`` default: consecutive groups, smallest first; ``scale_x_y_by_stride``: the config's
+        values for strides 8, 16, 32 (each level takes its stride's)."""
+        strides = tuple(int(s) for s in strides)
+        n_per = len(anchors) // len(strides)
+        masks = anchor_masks or [range(i * n_per, (i + 1) * n_per) for i in range(len(strides))]
+        masks = tuple(tuple(int(i) for i in m) for m in masks)
+        if len(masks) != len(strides) or len({len(m) for m in masks}) != 1:
+            raise ValueError(f"need one anchor mask of equal length per stride, got {masks}")
+        sxy = tuple(float(scale_x_y_by_stride[stride_index(s)]) for s in strides)
+        return cls(tuple((float(w), float(h)) for w, h in anchors), masks, strides, sxy)
+
+    @classmethod
+    def for_model(cls, model, anchors: Sequence[Sequence[float]],
+                  scale_x_y_by_stride: Sequence[float] = (1.0, 1.0, 1.0)) -> LevelSpec:
+        """The spec of ``model`` (its ``strides`` and ``anchor_masks``) with these anchors."""
+        return cls.of(anchors, model.strides, model.anchor_masks, scale_x_y_by_stride)
+
+    @property
+    def num_anchors(self) -> int:
+        """Anchors per level."""
+        return len(self.anchor_masks[0])
+
+    def level_anchors(self, level: int) -> torch.Tensor:
+        """``[A, 2]`` the anchors (w, h) in input pixels of one level."""
+        return torch.tensor([self.anchors[k] for k in self.anchor_masks[level]], dtype=torch.float32)

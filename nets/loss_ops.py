@@ -1,4 +1,4 @@
-"""For nets/loss.py: the element-wise focal loss of the class term, and the gather of the raw maps.
+"""For nets/loss.py: the gather of the raw maps.
 
 The gather reads the objectness channel of every cell and all channels of the positives, and
 builds each map's gradient in one buffer of the map's dtype and memory format (strided copies and
@@ -10,26 +10,8 @@ themselves are plain autograd: the whole loss is well under 1% of a yolov4 train
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from nets.box_coding import split_anchors
-
-
-def focal_bce(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float,
-              positive: torch.Tensor | None = None) -> torch.Tensor:
-    """Element-wise focal loss from logits: ``BCE(logits, target) * alpha_t * (1 - p_t) ** gamma``.
-
-    ``positive`` (bool, default ``target > 0.5``) selects the positive side:
-    ``alpha_t = where(positive, alpha, 1 - alpha)``, ``1 - p_t = where(positive, 1 - p, p)``.
-    For hard targets this equals ``torchvision.ops.sigmoid_focal_loss(..., reduction="none")``;
-    with gamma = 0 and alpha = 0.5 it is half the BCE.
-    """
-    positive = target > 0.5 if positive is None else positive
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p = logits.sigmoid()
-    alpha_t = torch.where(positive, alpha, 1 - alpha)
-    modulation = torch.where(positive, 1 - p, p) ** gamma
-    return ce * alpha_t * modulation
 
 
 class GatherMaps(torch.autograd.Function):

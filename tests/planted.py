@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 import torch
 
+from nets.box_coding import LevelSpec
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 from utils.infer.backend import Backend
-from utils.infer.postprocess import DecodeSpec
 
 CLASSES = ["circle", "square", "triangle", "diamond", "cross", "ring"]
 ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
-SPEC = DecodeSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.0, 1.0))
+SPEC = LevelSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.0, 1.0))
 SIZE = 128
 W, H = 200, 120  # a wide image: letterboxed to 128 x 77, padded by 25 px above
 BOX = (42.0, 30.0, 110.0, 90.0)  # planted box in original pixels, class "triangle"

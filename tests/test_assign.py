@@ -11,8 +11,8 @@ from torchvision.ops import box_iou
 
 from nets.box_coding import decode_boxes, to_per_anchor
 from nets.loss import YOLOLoss
-from tests.test_loss import ANCHORS as ANCHORS_V4
-from tests.test_loss import TINY, V4, make_loss, random_maps, random_targets
+from tests.loss_cases import ANCHORS as ANCHORS_V4
+from tests.loss_cases import TINY, V4, make_loss, random_maps, random_targets
 
 
 def plant(loss: YOLOLoss, maps: list[torch.Tensor], targets: torch.Tensor, shift: float = 2.0) -> None:
@@ -21,7 +21,7 @@ def plant(loss: YOLOLoss, maps: list[torch.Tensor], targets: torch.Tensor, shift
     for lvl, m in enumerate(maps):
         p = to_per_anchor(m, loss.num_anchors)  # a view: writes go to the map
         s, sxy = loss.strides[lvl], loss.scale_x_y[lvl]
-        anchors = loss.level_anchors(lvl)
+        anchors = loss.assigner.level_anchors(lvl)
         for i, (b, _c, x1, y1, x2, y2) in enumerate(targets.tolist()):
             a = i % loss.num_anchors
             cx, cy = (x1 + x2) / 2 + shift, (y1 + y2) / 2
@@ -39,13 +39,13 @@ def per_anchor(loss: YOLOLoss, maps: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def decoded(loss: YOLOLoss, maps: list[torch.Tensor]) -> list[torch.Tensor]:
     preds = per_anchor(loss, maps)
-    return [decode_boxes(p, loss.level_anchors(i), loss.strides[i], loss.scale_x_y[i]) for i, p in enumerate(preds)]
+    return [decode_boxes(p, loss.assigner.level_anchors(i), loss.strides[i], loss.scale_x_y[i]) for i, p in enumerate(preds)]
 
 
 def loop_assign(loss: YOLOLoss, boxes: list[torch.Tensor], targets: torch.Tensor):
     """The classic per-box algorithm, written plainly: returns {(lvl, b, a, gy, gx): (box, cls)} and ignore sets."""
-    used = sorted({k for m in loss.anchor_masks for k in m})
-    anchors = loss.anchors.tolist()
+    used = sorted({k for m in loss.assigner.anchor_masks for k in m})
+    anchors = loss.assigner.anchors.tolist()
     owner: dict[tuple, tuple[float, int]] = {}
     rows = targets.tolist()
     for m, (b, _c, x1, y1, x2, y2) in enumerate(rows):
@@ -60,7 +60,7 @@ def loop_assign(loss: YOLOLoss, boxes: list[torch.Tensor], targets: torch.Tensor
         chosen = {best}
         if loss.assigner.multi_anchor_iou is not None:
             chosen |= {k for k in used if ious[k] > loss.assigner.multi_anchor_iou}
-        for lvl, mask in enumerate(loss.anchor_masks):
+        for lvl, mask in enumerate(loss.assigner.anchor_masks):
             s = loss.strides[lvl]
             hh, ww = boxes[lvl].shape[2:4]
             for a, k in enumerate(mask):
@@ -99,7 +99,7 @@ def test_assignment_equals_plain_loop(arch: dict, multi: float | None, ignore: f
     targets = random_targets(batch, 8, size, 4, seed)
     plant(loss, maps, targets)
     boxes = decoded(loss, maps)
-    got = loss.assign(maps, targets)
+    got = loss.assigner(maps, targets)
     positives, ignored = loop_assign(loss, boxes, targets)
 
     got_pos, got_ign = {}, set()
@@ -140,8 +140,8 @@ def test_assignment_is_order_independent() -> None:
     loss = make_loss(4, 128)
     maps = random_maps(loss, 2, 128, 5)
     targets = random_targets(2, 10, 128, 4, 5)
-    a = loss.assign(maps, targets)
-    b = loss.assign(maps, targets.flip(0))
+    a = loss.assigner(maps, targets)
+    b = loss.assigner(maps, targets.flip(0))
     for la, lb in zip(a.levels, b.levels, strict=True):
         assert torch.equal(la.obj_mask, lb.obj_mask)
         assert torch.equal(la.ignore_mask, lb.ignore_mask)
@@ -154,7 +154,7 @@ def test_assignment_is_order_independent() -> None:
 
 def positives_of(loss: YOLOLoss, targets: torch.Tensor, size: int = 416, batch: int = 1):
     maps = random_maps(loss, batch, size, 0, scale=0.0)
-    got = loss.assign(maps, targets)
+    got = loss.assigner(maps, targets)
     return [(lvl, int(tg.b[i]), int(tg.a[i]), int(tg.gy[i]), int(tg.gx[i]))
             for lvl, tg in enumerate(got.levels) for i in range(len(tg.b))], got
 
@@ -217,11 +217,11 @@ def test_nan_predictions_do_not_leak_into_assignment() -> None:
     loss = make_loss(4, 128)
     maps = random_maps(loss, 2, 128, 3)
     targets = random_targets(2, 6, 128, 4, 3)
-    clean = loss.assign(maps, targets)
+    clean = loss.assigner(maps, targets)
     bad = [m.clone() for m in maps]
     bad[0][0, 2, 3, 4] = float("nan")  # a w logit
     bad[1][1, 3, 0, 0] = float("inf")
-    dirty = loss.assign(bad, targets)
+    dirty = loss.assigner(bad, targets)
     for c, d in zip(clean.levels, dirty.levels, strict=True):
         assert torch.equal(c.obj_mask, d.obj_mask)
         assert torch.equal(c.boxes, d.boxes)
@@ -248,7 +248,7 @@ def test_boxes_far_outside_the_input_match_the_loop() -> None:
     maps = random_maps(loss, 2, 128, 5, scale=0.5)
     targets = torch.cat([random_targets(2, 4, 128, 4, 5),
                          torch.tensor([[0, 1, 1.7e10, 10.0, 1.72e10, 60.0], [1, 2, -1e11 - 1e5, -30.0, -1e11, 40.0]])])
-    got = loss.assign(maps, targets)
+    got = loss.assigner(maps, targets)
     positives, ignored = loop_assign(loss, decoded(loss, maps), targets)
     assert got.stats["num_pos"] == len(positives)
     assert {(lvl, *k) for lvl, tg in enumerate(got.levels) for k in tg.ignore_mask.nonzero().tolist()} == ignored

@@ -11,10 +11,11 @@ import pytest
 import torch
 from torchvision.ops import batched_nms
 
+from nets.box_coding import LevelSpec
 from nets.weights import load_weights
 from nets.yolo import build_model
 from utils.infer.backend import load_model
-from utils.infer.postprocess import DecodeSpec, detect
+from utils.infer.postprocess import detect
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bubbliiiing-yolov4" / "nets"
 pytestmark = pytest.mark.skipif(not (REFERENCE / "yolo.py").is_file(),
@@ -115,7 +116,7 @@ def test_same_detections_as_that_ports_decode(tmp_path: Path, monkeypatch: pytes
     with torch.no_grad():
         ref_boxes, ref_scores, ref_cls = their_detections(theirs(x), anchors, [[6, 7, 8], [3, 4, 5], [0, 1, 2]], 160, 20,
                                                           0.2, 0.45)
-        mine = detect(model(x), DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y), cfg.eval)[0]
+        mine = detect(model(x), LevelSpec.for_model(model, anchors, cfg.model.scale_x_y), cfg.eval)[0]
     assert len(ref_boxes) > 5 and len(mine) == len(ref_boxes)
     # the same detections in the same score order, up to near-equal scores (a random model gives some 1e-7 apart,
     # which the two sides' rounding may order either way): each of mine is paired with the nearest of theirs

@@ -14,7 +14,7 @@ from torch import nn
 from nets.darknet import PUBLISHED, DarknetWeightsError, conv_order, darknet_bytes, load_darknet, save_darknet
 from nets.weights import WeightsError, load_weights
 from nets.yolo import build_model
-from tests.test_model import TINY3L_CFG, TINY_CFG, YOLOV4_CFG, randomize_bn
+from tests.darknet_cfgs import TINY3L_CFG, TINY_CFG, YOLOV4_CFG, randomize_bn
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -9,32 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_augment import assert_boxes_match_pixels, rect_image
+from tests.scenes import assert_boxes_match_pixels, rect_records
 from utils.config.files import read_classes
 from utils.config.load import load_config
 from utils.data.augment import AugmentParams
 from utils.data.dataset import LetterboxDataset, TrainDataset, build_train_loader, collate
-from utils.data.records import Record
 from utils.data.splits import load_records
 from utils.data.synthetic import class_frequencies, ensure_shapes, make_shapes
 
 NO_COLOUR = AugmentParams(hsv=(0.0, 0.0, 0.0), min_box_size=6, min_box_area=0.3)
 
 
-def rect_records(tmp_path: Path, n: int = 6) -> list[Record]:
-    """Images of solid rectangles whose class is the rectangle's palette colour."""
-    import cv2
-
-    rng = np.random.default_rng(0)
-    records = []
-    for i in range(n):
-        colours = [int(c) for c in rng.choice(16, 3, replace=False)]
-        img, boxes, labels = rect_image(rng, colours)
-        path = tmp_path / f"{i}.png"
-        cv2.imwrite(str(path), img[:, :, ::-1])  # palette is RGB; files are BGR
-        records.append(Record(str(i), str(path), img.shape[1], img.shape[0], boxes, labels,
-                              np.array([False, False, i % 2 == 1])))
-    return records
 
 
 def test_samples_and_collate(tmp_path: Path) -> None:

@@ -14,17 +14,18 @@ import torch
 from torch import nn
 
 import eval as eval_cli
+from nets.box_coding import LevelSpec
 from nets.yolo import build_model
-from tests.test_dataset import rect_records
+from tests.scenes import rect_records
 from utils.checkpoint import save_checkpoint
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 from utils.data.augment import letterbox_boxes, letterbox_info
-from utils.infer.postprocess import DecodeSpec, decode_predictions, detect, non_max_suppression
+from utils.infer.postprocess import decode_predictions, detect, non_max_suppression
 from utils.train.engine import evaluate
 
 ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
-SPEC = DecodeSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.0, 1.0))
+SPEC = LevelSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.0, 1.0))
 
 
 def encode(records, size: int, num_classes: int) -> list[torch.Tensor]:
@@ -142,7 +143,7 @@ def test_nms_defaults_are_conf_0001_iou_05_and_300_boxes() -> None:
 
 
 def test_decode_needs_one_spec_level_per_map() -> None:
-    spec = DecodeSpec(tuple(ANCHORS), ((1, 2, 3),), (16,), (1.0,))  # one level, for two maps
+    spec = LevelSpec(tuple(ANCHORS), ((1, 2, 3),), (16,), (1.0,))  # one level, for two maps
     with pytest.raises(ValueError, match="zip"):
         decode_predictions([torch.zeros(1, 3 * 7, 4, 4), torch.zeros(1, 3 * 7, 2, 2)], spec)
 
@@ -152,7 +153,7 @@ def test_detect_applies_the_configured_nms_threshold_and_limits() -> None:
     # size. Cells (x, y) = (2, 2) and (3, 2): boxes [24, 24, 56, 56] and [40, 24, 72, 56], IoU 16*32 / (2*1024 - 512)
     # = 1/3, both class 0. Cell (6, 6): class 1, apart. Cell (2, 3): [24, 40, 56, 72], class 1, IoU 1/3 with the
     # first. Objectness logits 3, 2, 1, 0.5: scores 0.953, 0.881, 0.731, 0.622 (class logits 20: probability 1).
-    spec = DecodeSpec(((32.0, 32.0),), ((0,),), (16,), (1.0,))
+    spec = LevelSpec(((32.0, 32.0),), ((0,),), (16,), (1.0,))
     raw = torch.full((1, 5 + 2, 8, 8), -20.0)
     raw[0, :4] = 0.0
     for (x, y), obj, cls in (((2, 2), 3.0, 0), ((3, 2), 2.0, 0), ((6, 6), 1.0, 1), ((2, 3), 0.5, 1)):
@@ -174,7 +175,7 @@ def test_detect_applies_the_configured_nms_threshold_and_limits() -> None:
 def test_decode_predictions_against_the_darknet_formula_by_hand() -> None:
     # yolo_layer.c, get_yolo_box: x = (i + sigmoid(tx) * s - (s - 1) / 2) / W (in input pixels: times the stride),
     # w = exp(tw) * anchor_w; written here cell by cell, with scale_x_y 1.2 / 1.1 so that its term counts
-    spec = DecodeSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.2, 1.1))
+    spec = LevelSpec(tuple(ANCHORS), ((1, 2, 3), (3, 4, 5)), (16, 32), (1.2, 1.1))
     torch.manual_seed(0)
     maps = [torch.randn(2, 3 * 9, 8, 8), torch.randn(2, 3 * 9, 4, 4)]
     pred = decode_predictions(maps, spec)

@@ -13,46 +13,13 @@ from torchvision.ops import box_iou, complete_box_iou, sigmoid_focal_loss
 from nets.box_coding import decode_boxes, to_per_anchor
 from nets.loss import YOLOLoss
 from nets.yolo import build_model
-from utils.config.files import read_anchors
-
-ANCHORS = read_anchors("model_data/yolo_anchors.txt")
-TINY_ANCHORS = read_anchors("model_data/yolo_tiny_anchors.txt")
-V4 = {"anchors": ANCHORS, "strides": (8, 16, 32), "anchor_masks": ((0, 1, 2), (3, 4, 5), (6, 7, 8))}
-TINY = {"anchors": TINY_ANCHORS, "strides": (16, 32), "anchor_masks": ((1, 2, 3), (3, 4, 5))}
-
-
-def make_loss(num_classes: int = 4, input_size: int = 128, arch: dict = V4, **kw) -> YOLOLoss:
-    return YOLOLoss(num_classes, arch["anchors"], arch["strides"], input_size, arch["anchor_masks"], **kw)
-
-
-def random_maps(loss: YOLOLoss, batch: int, size: int, seed: int = 0, scale: float = 1.0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ch = loss.num_anchors * (5 + loss.num_classes)
-    return [torch.randn(batch, ch, size // s, size // s, generator=g) * scale for s in loss.strides]
-
-
-def random_targets(batch: int, per_image: int, size: int, num_classes: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for b in range(batch):
-        n = per_image
-        cxy = torch.rand(n, 2, generator=g) * size
-        wh = torch.rand(n, 2, generator=g) * size * 0.6 + 3
-        cls = torch.randint(0, num_classes, (n, 1), generator=g).float()
-        boxes = torch.cat([cxy - wh / 2, cxy + wh / 2], 1).clamp(0, size)
-        rows.append(torch.cat([torch.full((n, 1), float(b)), cls, boxes], 1))
-        # near-duplicates of the first boxes: same cell and anchor, so collisions happen
-        dup = rows[-1][:3].clone()
-        dup[:, 2:] += torch.rand(3, 4, generator=g) * 2
-        rows.append(dup)
-    return torch.cat(rows)
-
+from tests.loss_cases import ANCHORS, TINY, V4, make_loss, random_maps, random_targets
 
 # ---------------------------------------------------------------- terms against references
 
 
 def kept_and_logits(loss: YOLOLoss, maps, targets):
-    got = loss.assign(maps, targets)
+    got = loss.assigner(maps, targets)
     out = []
     for m, tg in zip(maps, got.levels, strict=True):
         logits = to_per_anchor(m, loss.num_anchors)[..., 4]
@@ -177,7 +144,7 @@ def positives_iou(loss: YOLOLoss, maps, got) -> list[torch.Tensor]:
     """Per level ``[B, A, H, W]``: each positive's IoU (torchvision) of its decoded box with its ground truth."""
     out = []
     for m, tg, stride, sxy in zip(maps, got.levels, loss.strides, loss.scale_x_y, strict=True):
-        boxes = decode_boxes(to_per_anchor(m.detach(), loss.num_anchors), loss.level_anchors(len(out)), stride, sxy)
+        boxes = decode_boxes(to_per_anchor(m.detach(), loss.num_anchors), loss.assigner.level_anchors(len(out)), stride, sxy)
         q = torch.zeros(tg.obj_mask.shape)
         pred = boxes[tg.b, tg.a, tg.gy, tg.gx]
         q[tg.b, tg.a, tg.gy, tg.gx] = box_iou(pred, tg.boxes).diagonal().clamp(min=0) if len(pred) else q.new_zeros(0)
@@ -261,7 +228,7 @@ def test_empty_batch_gives_only_a_finite_conf_term() -> None:
     assert terms["loc"] == 0 and terms["cls"] == 0
     total.backward()
     assert all(torch.isfinite(m.grad).all() for m in maps)
-    assert loss.stats["num_pos"] == 0
+    assert terms["num_pos"] == 0
 
 
 def test_loc_term_by_hand_with_exact_prediction() -> None:
@@ -348,7 +315,7 @@ def test_from_config_builds_the_configured_loss() -> None:
 
     cfg = load_config("voc.yaml", ["loss.focal_gamma=1.5", "loss.label_smoothing=0.05", "loss.iou_type=giou"])
     loss = YOLOLoss.from_config(cfg, 20, ANCHORS, (8, 16, 32), V4["anchor_masks"])
-    assert (loss.focal_loss, loss.focal_gamma, loss.label_smoothing, loss.iou_type) == (True, 1.5, 0.05, "giou")
+    assert (loss.objectness.name, loss.objectness.gamma, loss.label_smoothing, loss.iou_type) == ("classic", 1.5, 0.05, "giou")
 
 
 @pytest.mark.slow
@@ -380,7 +347,7 @@ def test_loc_and_cls_terms_equal_a_plain_loop_over_the_positives(seed: int) -> N
     maps = random_maps(loss, 2, 128, seed, scale=0.5)
     targets = random_targets(2, 5, 128, 4, seed)
     _, terms = loss(maps, targets)
-    got = loss.assign(maps, targets)
+    got = loss.assigner(maps, targets)
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
     loc_ref, cls_ref, counts = 0.0, 0.0, []
     for lvl, tg in enumerate(got.levels):
@@ -393,7 +360,7 @@ def test_loc_and_cls_terms_equal_a_plain_loop_over_the_positives(seed: int) -> N
         for i in range(len(tg.b)):
             b, a, gy, gx = int(tg.b[i]), int(tg.a[i]), int(tg.gy[i]), int(tg.gx[i])
             tx, ty, tw, th = p[b, a, gy, gx, :4].tolist()
-            aw, ah = loss.level_anchors(lvl)[a].tolist()
+            aw, ah = loss.assigner.level_anchors(lvl)[a].tolist()
             cx, cy = (gx + sig(tx) * s - (s - 1) / 2) * stride, (gy + sig(ty) * s - (s - 1) / 2) * stride
             w, h = math.exp(tw) * aw, math.exp(th) * ah
             box = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
@@ -412,10 +379,10 @@ def test_the_loss_defaults_are_the_schemas() -> None:
     # YOLOLoss built without a config behaves as the config's defaults say
     from utils.config.schema import LossConfig
 
-    direct = YOLOLoss(4, ANCHORS, (8, 16, 32), 416)
-    configured = YOLOLoss(4, ANCHORS, (8, 16, 32), 416, **dataclasses.asdict(LossConfig()))
-    for key in ("iou_type", "box_weight", "obj_weight", "cls_weight", "balance", "focal_loss", "focal_alpha", "focal_gamma",
-                "focal_loss_ratio", "focal_normalize", "focal_cls", "label_smoothing", "obj_iou_target", "focal_form"):
+    direct = YOLOLoss.build(4, ANCHORS, (8, 16, 32), 416)
+    configured = YOLOLoss.build(4, ANCHORS, (8, 16, 32), 416, **dataclasses.asdict(LossConfig()))
+    for key in ("iou_type", "box_weight", "obj_weight", "cls_weight", "balance", "objectness", "class_focal",
+                "label_smoothing"):
         assert getattr(direct, key) == getattr(configured, key), key
     assert direct.assigner.ignore_thresh == configured.assigner.ignore_thresh == 0.5
     assert direct.assigner.multi_anchor_iou == configured.assigner.multi_anchor_iou
@@ -429,7 +396,7 @@ def test_bad_loss_settings_are_refused_with_the_value() -> None:
                         ({"obj_iou_target": -0.1}, r"obj_iou_target must be in \[0, 1\], got -0.1")):
         with pytest.raises(ValueError, match=message):
             make_loss(**kw)
-    assert make_loss(obj_iou_target=1.0).obj_iou_target == 1.0  # the ends of the range are allowed
+    assert make_loss(obj_iou_target=1.0).objectness.iou_target == 1.0  # the ends of the range are allowed
     with pytest.raises(ValueError, match=r"expected 3 maps \(strides \(8, 16, 32\)\), got 2"):
         make_loss()(random_maps(make_loss(), 1, 128)[:2], torch.zeros(0, 6))
 
@@ -448,7 +415,7 @@ def test_one_positive_normalizes_by_one() -> None:
     loss = make_loss(4, 128, focal_loss=True, focal_normalize="num_pos")
     maps = random_maps(loss, 1, 128, 7)
     t = torch.tensor([[0, 1, 30.0, 30, 70, 80]])
-    levels = loss.assign(maps, t).levels
+    levels = loss.assigner(maps, t).levels
     assert sum(int(tg.obj_mask.sum()) for tg in levels) == 1
     ref = 0.0
     for lvl, tg in enumerate(levels):
@@ -457,4 +424,4 @@ def test_one_positive_normalizes_by_one() -> None:
         bce = F.binary_cross_entropy_with_logits(logits, tg.obj_mask.float(), reduction="none")
         ratio = torch.where(tg.obj_mask, 0.25, 0.75) * torch.where(tg.obj_mask, 1 - p, p) ** 2
         ref += float((bce * ratio)[~tg.ignore_mask | tg.obj_mask].sum()) * loss.balance[lvl]
-    assert loss(maps, t)[1]["conf"].item() == pytest.approx(ref * loss.focal_loss_ratio * loss.obj_weight, rel=1e-4)
+    assert loss(maps, t)[1]["conf"].item() == pytest.approx(ref * loss.objectness.ratio * loss.obj_weight, rel=1e-4)

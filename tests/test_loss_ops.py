@@ -1,4 +1,5 @@
-"""nets/loss_ops.py: the class term's focal form and the map gather against torchvision and plain indexing, gradients included."""
+"""The focal formula (nets/loss.py's focal_bce, also the class term's) against torchvision, and nets/loss_ops.py's map
+gather against plain indexing, gradients included."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
-from nets.loss_ops import GatherMaps, focal_bce
+from nets.loss import focal_bce
+from nets.loss_ops import GatherMaps
 
 
 def test_focal_bce_matches_torchvision_elementwise() -> None:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(500, generator=g, dtype=torch.float64)
     target = (torch.rand(500, generator=g) > 0.7).double()
-    torch.testing.assert_close(focal_bce(logits, target, 0.25, 2.0), sigmoid_focal_loss(logits, target, 0.25, 2.0))
+    torch.testing.assert_close(focal_bce(logits, target, target > 0.5, 0.25, 2.0), sigmoid_focal_loss(logits, target, 0.25, 2.0))
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import train
-from tests.test_train import TINY_RUN, tiny_cfg
+from tests.trained import TINY_RUN, tiny_cfg
 from utils.config.files import REPO_ROOT
 from utils.config.load import load_config
 from utils.train.fit import fit

@@ -13,6 +13,7 @@ import torch
 
 from nets.loss import YOLOLoss
 from nets.yolo import build_model
+from tests.trained import TINY_RUN, tiny_cfg
 from utils.config.files import REPO_ROOT
 from utils.config.load import load_config
 from utils.train.ema import ModelEMA
@@ -28,15 +29,6 @@ from utils.train.optim import (
     train_mode,
 )
 from utils.train.resume import ResumeError
-
-TINY_RUN = ["model.input_size=64", "shapes.num_train=16", "shapes.num_val=4", "shapes.num_test=0", "shapes.width=96",
-            "shapes.height=96", "train.batch_size=8", "train.nominal_batch=8", "train.eval_period=1", "data.workers=0",
-            "train.warmup_epochs=0.5", "train.save_period=0", "train.deterministic=true", "train.time_limit=0"]
-
-
-def tiny_cfg(tmp_path: Path, *extra: str):
-    return load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", f"train.save_dir={tmp_path / 'runs'}",
-                                       *TINY_RUN, *extra])
 
 
 @pytest.mark.slow

@@ -67,7 +67,7 @@ def test_label_path_takes_the_last_images_folder() -> None:
 
 
 def test_written_yolo_labels_read_back_as_the_records(tmp_path: Path) -> None:
-    from tests.test_dataset import rect_records
+    from tests.scenes import rect_records
     from utils.data.yolo import write_yolo_dataset
 
     (tmp_path / "voc").mkdir()

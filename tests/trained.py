@@ -21,6 +21,18 @@ OVERRIDES = ["model.name=yolov4-tiny", "model.anchors_path=model_data/shapes_anc
              "data.workers=0", "train.lr=0.004", "train.batch_size=8"]
 STEPS = 120
 
+# a tiny run of the demo's recipe (64 px, 16 training images), for the tests of training and resume
+TINY_RUN = ["model.input_size=64", "shapes.num_train=16", "shapes.num_val=4", "shapes.num_test=0", "shapes.width=96",
+            "shapes.height=96", "train.batch_size=8", "train.nominal_batch=8", "train.eval_period=1", "data.workers=0",
+            "train.warmup_epochs=0.5", "train.save_period=0", "train.deterministic=true", "train.time_limit=0"]
+
+
+def tiny_cfg(tmp_path: Path, *extra: str):
+    from utils.config.load import load_config
+
+    return load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", f"train.save_dir={tmp_path / 'runs'}",
+                                       *TINY_RUN, *extra])
+
 
 def train_small_model(folder: Path) -> Path:
     """Train the model described above with its data under ``folder``; returns its checkpoint (a best.pt as

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from nets.assign import TargetAssigner  # noqa: E402
 from nets.box_coding import to_per_anchor  # noqa: E402
-from nets.loss import YOLOLoss  # noqa: E402
 from utils.data.dataset import LetterboxDataset  # noqa: E402
 from utils.data.records import DataError  # noqa: E402
 from utils.data.splits import load_records  # noqa: E402
@@ -39,7 +39,7 @@ def objectness_scores(weights: str | Path, overrides: list[str], splits: list[st
     its kept negatives over the validation images of the checkpoint's config (or ``splits``)."""
     model, cfg, classes, anchors = load_model(weights, overrides=overrides)
     records, _ = load_records(cfg.data, splits or cfg.data.val_splits, classes)
-    assigner = YOLOLoss.from_config(cfg, len(classes), anchors, model.strides, model.anchor_masks)
+    assigner = TargetAssigner.from_config(cfg, len(classes), anchors, model.strides, model.anchor_masks)
     ds = LetterboxDataset(records, cfg.model.input_size)
     pos, neg = [], []
     for start in range(0, len(ds), batch):
@@ -49,11 +49,11 @@ def objectness_scores(weights: str | Path, overrides: list[str], splits: list[st
             continue
         images = torch.stack([it[0] for it in items]).float().div_(255)
         outputs = model(images)
-        assignment = assigner.assign(outputs, ds.batch_targets([it[1] for it in items]))
+        assignment = assigner(outputs, ds.batch_targets([it[1] for it in items]))
         for raw, tg in zip(outputs, assignment.levels, strict=True):
             p = to_per_anchor(raw.float(), assigner.num_anchors)[..., 4].sigmoid()  # [B, A, H, W]
             pos.append(p[tg.obj_mask].numpy())
-            neg.append(p[~tg.ignore_mask & ~tg.obj_mask].numpy())
+            neg.append(p[tg.noobj_mask].numpy())
     return {"positive": np.concatenate(pos), "negative": np.concatenate(neg)}
 
 

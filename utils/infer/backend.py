@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nets.box_coding import stride_index
+from nets.box_coding import LevelSpec
 from nets.darknet import looks_like_darknet
 from nets.weights import WeightsError, load_weights
 from nets.yolo import YOLO, build_model
@@ -29,7 +29,7 @@ from utils.checkpoint import ModelCard, read_run
 from utils.config.files import read_anchors, read_classes
 from utils.config.load import load_config
 from utils.config.schema import Config
-from utils.infer.postprocess import DecodeSpec, detect
+from utils.infer.postprocess import detect
 from utils.runtime import inference_precision, warn_if_bf16_emulated
 
 
@@ -49,7 +49,7 @@ class Backend:
     cfg: Config
     class_names: list[str]
     anchors: list[tuple[float, float]]
-    spec: DecodeSpec
+    spec: LevelSpec
     input_size: int  # the size the model was trained or exported at
     device: torch.device
     model: torch.nn.Module | None = None  # PyTorch and TorchScript
@@ -159,8 +159,7 @@ def load_backend(weights: str | Path, config: str | Path | None = None, override
     meta, parts = loader(weights, device)
     card = ModelCard.from_dict(meta, weights)
     cfg = card.run_config(config, overrides, str(weights))
-    sxy = tuple(float(cfg.model.scale_x_y[stride_index(s)]) for s in meta["strides"])
-    spec = DecodeSpec(tuple(card.anchors), tuple(tuple(m) for m in meta["anchor_masks"]), tuple(meta["strides"]), sxy)
+    spec = LevelSpec.of(card.anchors, meta["strides"], meta["anchor_masks"], cfg.model.scale_x_y)
     return Backend(runtime, cfg, card.class_names, card.anchors, spec, card.input_size, **parts, nms=meta.get("nms"))
 
 
@@ -178,7 +177,7 @@ def _pytorch_backend(weights: Path, config, overrides, device: torch.device, fus
         channels_last = device.type == "cpu" or precision != "fp32"
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    spec = DecodeSpec.for_model(model, anchors, cfg.model.scale_x_y)
+    spec = LevelSpec.for_model(model, anchors, cfg.model.scale_x_y)
     return Backend("pytorch", cfg, classes, anchors, spec, cfg.model.input_size, device, model=model,
                    dtype=PRECISIONS[precision], channels_last=channels_last, precision=precision)
 

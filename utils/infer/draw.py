@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import torch
 
+from nets.box_coding import split_anchors
+
 
 def class_colour(c: int) -> tuple[int, int, int]:
     """A stable BGR colour per class index: hues spaced by the golden ratio, so neighbours differ."""
@@ -55,8 +57,7 @@ def objectness_heatmap(maps: Sequence[torch.Tensor], num_anchors: int, size: int
     over anchors and levels (each level's map resized to the input)."""
     out = None
     for raw in maps:
-        b, ch, h, w = raw.shape
-        obj = raw.float().view(b, num_anchors, ch // num_anchors, h, w)[:, :, 4].sigmoid().amax(1, keepdim=True)
+        obj = split_anchors(raw.float(), num_anchors)[:, :, 4].sigmoid().amax(1, keepdim=True)
         up = torch.nn.functional.interpolate(obj, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
         out = up if out is None else torch.maximum(out, up)
     return out.cpu().numpy()

@@ -34,9 +34,10 @@ import torch
 import torchvision
 from torch import nn
 
+from nets.box_coding import LevelSpec
 from utils.checkpoint import ModelCard
 from utils.infer.backend import METADATA_KEY, Backend, BackendError, load_backend
-from utils.infer.postprocess import DecodeSpec, decode_predictions
+from utils.infer.postprocess import decode_predictions
 
 FORMATS = ("onnx", "openvino", "torchscript")
 NMS_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
@@ -80,7 +81,7 @@ class _NonMaxSuppression(torch.autograd.Function):
 class WithNMS(nn.Module):
     """The model, its decoding and NMS in one graph: images -> (num_dets, boxes, scores, classes), batch first."""
 
-    def __init__(self, model: nn.Module, spec: DecodeSpec, nms: NMSSettings) -> None:
+    def __init__(self, model: nn.Module, spec: LevelSpec, nms: NMSSettings) -> None:
         super().__init__()
         self.model, self.spec, self.nms = model, spec, nms
 

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torchvision.ops import batched_nms
 
-from nets.box_coding import decode_boxes, stride_index, to_per_anchor
+from nets.box_coding import LevelSpec, decode_boxes, to_per_anchor
 
 
-@dataclass(frozen=True)
-class DecodeSpec:
-    """What decoding needs besides the maps: every anchor (w, h) in input pixels, and per level
-    (stride ascending) its anchor indices, stride and Darknet ``scale_x_y``."""
-
-    anchors: tuple[tuple[float, float], ...]
-    anchor_masks: tuple[tuple[int, ...], ...]
-    strides: tuple[int, ...]
-    scale_x_y: tuple[float, ...]
-
-    @classmethod
-    def for_model(cls, model, anchors, scale_x_y_by_stride=(1.0, 1.0, 1.0)) -> DecodeSpec:
-        """``scale_x_y_by_stride``: the config's values for strides 8, 16, 32 (each level takes its stride's)."""
-        sxy = tuple(float(scale_x_y_by_stride[stride_index(s)]) for s in model.strides)
-        return cls(tuple(tuple(map(float, a)) for a in anchors), tuple(model.anchor_masks), tuple(model.strides), sxy)
-
-
-def decode_predictions(outputs: list[torch.Tensor], spec: DecodeSpec) -> torch.Tensor:
+def decode_predictions(outputs: list[torch.Tensor], spec: LevelSpec) -> torch.Tensor:
     """All levels' raw maps -> ``[B, N, 5 + C]``: box xyxy (input pixels), objectness and class probabilities."""
     anchors = torch.tensor(spec.anchors, dtype=torch.float32, device=outputs[0].device)
     out = []
@@ -64,7 +45,7 @@ def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.001, nms_iou: 
     return results
 
 
-def detect(outputs: list[torch.Tensor], spec: DecodeSpec, eval_cfg) -> list[torch.Tensor]:
+def detect(outputs: list[torch.Tensor], spec: LevelSpec, eval_cfg) -> list[torch.Tensor]:
     """Raw maps -> per image ``[K, 6]`` (x1, y1, x2, y2, score, class) in input pixels, with the
     configured threshold and NMS (``eval_cfg``: utils.config.schema.EvalConfig)."""
     pred = decode_predictions(outputs, spec)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,18 +16,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from nets.box_coding import LevelSpec
 from utils.console import progress as progress_bar
 from utils.data.augment import unletterbox_boxes
 from utils.data.dataset import LetterboxDataset, collate_letterbox, worker_init
 from utils.data.records import Record
-from utils.infer.postprocess import DecodeSpec, detect
+from utils.infer.postprocess import detect
 from utils.metrics.coco import coco_evaluate_fast
 from utils.metrics.voc import confusion_matrix, voc_evaluate
 from utils.runtime import unwrap
 from utils.train.ema import ModelEMA
-from utils.train.optim import set_lr
 
 LOGGER = logging.getLogger(__name__)
+
 
 class TrainingStopped(RuntimeError):
     """Raised when the run cannot go on (non-finite losses); last.pt has been saved."""
@@ -35,12 +37,27 @@ class TrainingStopped(RuntimeError):
 BAR_EVERY = 10  # iterations between progress-bar updates (each reads the running sums from the device)
 
 
-def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: int, epochs: int,
-                    span: tuple[float, float], base_lr: float, warmup_iters: int, start_iter: int, accumulate: int,
-                    ema: ModelEMA | None, scaler, dtype, channels_last: bool, stop_requested, show: bool,
-                    world: int) -> dict[str, Any]:
-    """One pass over ``loader``, the schedule's progress going linearly from ``span[0]`` to ``span[1]``; returns
-    mean loss terms, the last lr, counts, and whether a stop was asked."""
+@dataclass
+class StepSettings:
+    """How the steps of one epoch run (utils/train/fit.py makes one per epoch)."""
+
+    lr_at: Callable[[int], float]  # sets the optimizer's lr and momentum for the epoch's i-th batch; returns the lr
+    accumulate: int = 1  # batches per optimizer step
+    dtype: torch.dtype | None = None  # autocast precision; None: float32
+    channels_last: bool = False  # images to channels_last, as the model
+    scaler: Any = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))  # disabled: plain steps
+    ema: ModelEMA | None = None  # updated after each optimizer step
+    grad_clip: float = 0.0  # max gradient norm; 0: no clipping
+    max_bad_steps: int = 10  # non-finite losses in a row before the run stops
+    epochs: int = 1  # for the progress bar's "epoch 3/60"
+    stop_requested: Callable[[], bool] = lambda: False  # a signal asked the run to stop: the epoch ends early
+    show: bool = True  # the progress bar (rank 0)
+    world: int = 1  # processes of a distributed run
+
+
+def train_one_epoch(model, loss_fn, loader, optimizer, device, epoch: int, step: StepSettings) -> dict[str, Any]:
+    """One pass over ``loader``; returns the mean loss terms, the last lr, the counts (positives, collisions,
+    skipped steps), the seconds spent waiting for data, and whether a stop was asked."""
     n = len(loader)
     # loc, conf, cls, total, num_pos, collisions: summed on the device; read back only for the bar and at the end
     acc = torch.zeros(6, dtype=torch.float64, device=device)
@@ -48,58 +65,59 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, *, cfg, epoch: in
     lr = 0.0
     images_seen, t0 = 0, time.perf_counter()
     waits: list[float] = []  # seconds each batch was waited for: the time the loader did not keep up
-    bar = progress_bar(_batches(loader, stop_requested, waits), total=n, desc=f"epoch {epoch + 1}/{epochs}", enabled=show)
+    bar = progress_bar(_batches(loader, step.stop_requested, waits), total=n, desc=f"epoch {epoch + 1}/{step.epochs}",
+                       enabled=step.show)
     optimizer.zero_grad(set_to_none=True)
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
     for i, (images, targets) in enumerate(bar):
-        it = start_iter + i
-        lr = set_lr(optimizer, cfg.train, span[0] + (span[1] - span[0]) * i / n, it, warmup_iters, base_lr)
+        lr = step.lr_at(i)
         images = images.to(device, non_blocking=True)
-        if channels_last:
+        if step.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=step.dtype or torch.float32, enabled=step.dtype is not None):
             outputs = model(images)
         total, terms = loss_fn(outputs, targets)
         finite = torch.isfinite(total).to(torch.int32)
-        if world > 1:
+        if step.world > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not finite.item():
             bad += 1
             consecutive += 1
             optimizer.zero_grad(set_to_none=True)
             LOGGER.warning("non-finite loss at epoch %d, iteration %d: step skipped (%d in a row)", epoch + 1, i, consecutive)
-            if consecutive >= cfg.train.max_bad_steps:
+            if consecutive >= step.max_bad_steps:
                 raise TrainingStopped(f"{consecutive} non-finite losses in a row (train.max_bad_steps); "
                                       "try a lower train.lr or train.amp=off")
             continue
         consecutive = 0
-        scaler.scale(total / accumulate).backward()
-        if (i + 1) % accumulate == 0 or i + 1 == n:
-            if cfg.train.grad_clip:
+        scaler = step.scaler
+        scaler.scale(total / step.accumulate).backward()
+        if (i + 1) % step.accumulate == 0 or i + 1 == n:
+            if step.grad_clip:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, step.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model)
-        acc += torch.stack((terms["loc"], terms["conf"], terms["cls"], total.detach(), loss_fn.stats["num_pos"],
-                            loss_fn.stats["collisions"])).to(torch.float64)
+            if step.ema is not None:
+                step.ema.update(model)
+        acc += torch.stack((terms["loc"], terms["conf"], terms["cls"], total.detach(), terms["num_pos"],
+                            terms["collisions"])).to(torch.float64)
         done += 1
         images_seen += len(images)
-        if show and (i % BAR_EVERY == 0 or i + 1 == n):  # the one host read of the running sums, every few steps
+        if step.show and (i % BAR_EVERY == 0 or i + 1 == n):  # the one host read of the running sums, every few steps
             post = {k: f"{v / done:.4f}" for k, v in zip(("loc", "conf", "cls", "total"), acc[:4].tolist(), strict=True)}
-            post.update(lr=f"{lr:.2e}", img_s=f"{images_seen * world / (time.perf_counter() - t0):.1f}")
+            post.update(lr=f"{lr:.2e}", img_s=f"{images_seen * step.world / (time.perf_counter() - t0):.1f}")
             if device.type == "cuda":
                 post["mem"] = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}G"
             bar.set_postfix(post, refresh=False)
-        if stop_requested():
+        if step.stop_requested():
             break
     bar.close()
     sums = acc.tolist()
     means = {k: v / max(done, 1) for k, v in zip(("loc", "conf", "cls", "total"), sums[:4], strict=True)}
-    return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": stop_requested(),
+    return {"loss": means, "lr": lr, "bad_steps": bad, "iterations": n, "stopped": step.stop_requested(),
             "num_pos": int(sums[4]), "collisions": int(sums[5]), "data_seconds": sum(waits)}
 
 
@@ -127,7 +145,7 @@ def _batches(loader, stop_requested, waits: list[float]):
 
 
 @torch.inference_mode()
-def evaluate(model, records: Sequence[Record], num_classes: int, spec: DecodeSpec, input_size: int,
+def evaluate(model, records: Sequence[Record], num_classes: int, spec: LevelSpec, input_size: int,
              eval_cfg, device: torch.device | str = "cpu", workers: int = 0, loss_fn=None,
              progress: bool = True) -> dict[str, Any]:
     """The evaluation used by training and by eval.py: letterboxed batches, the configured NMS,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from nets.box_coding import LevelSpec
 from nets.loss import YOLOLoss
 from nets.weights import load_weights
 from nets.yolo import build_model
@@ -39,7 +40,6 @@ from utils.data.dataset import TrainDataset, build_train_loader
 from utils.data.records import class_counts
 from utils.data.splits import load_records
 from utils.data.synthetic import ensure_shapes
-from utils.infer.postprocess import DecodeSpec
 from utils.runtime import (
     amp_dtype,
     auto_precision,
@@ -52,8 +52,16 @@ from utils.runtime import (
 )
 from utils.train import report
 from utils.train.ema import ModelEMA
-from utils.train.engine import TrainingStopped, evaluate, train_one_epoch
-from utils.train.optim import build_optimizer, epochs_in_budget, freeze_backbone, steady_seconds, train_mode
+from utils.train.engine import StepSettings, TrainingStopped, evaluate, train_one_epoch
+from utils.train.optim import (
+    build_optimizer,
+    epoch_lr,
+    epochs_in_budget,
+    freeze_backbone,
+    phase_lr,
+    steady_seconds,
+    train_mode,
+)
 from utils.train.results import EpochLog
 from utils.train.resume import best_fitness_in, check_resume, dotted, resume_run_dir
 from utils.train.signals import StopSignals
@@ -181,7 +189,7 @@ class Run:
         self.dtype = amp_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.ema = ModelEMA(self.net, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
-        self.spec = DecodeSpec.for_model(self.net, self.anchors, cfg.model.scale_x_y)
+        self.spec = LevelSpec.for_model(self.net, self.anchors, cfg.model.scale_x_y)
         self.model = self.net  # what runs the forward: DDP-wrapped per phase when distributed
 
     def restore(self, state: TrainingState | None, resume: str | Path | None) -> None:
@@ -279,14 +287,13 @@ class Run:
                 self.net, device_ids=[self.device] if self.device.type == "cuda" else None)
         freeze_backbone(self.net, frozen)
         train_mode(self.model, frozen)
-        accumulate = max(round(cfg.train.nominal_batch / (batch * world)), 1) if cfg.train.accumulate else 1
-        base_lr = cfg.train.lr if cfg.train.accumulate else cfg.train.lr * batch * world / cfg.train.nominal_batch
-        return train_one_epoch(self.model, self.loss_fn, loader, self.optimizer, self.device, cfg=cfg, epoch=epoch,
-                               epochs=self.epochs, span=self.schedule_span(), base_lr=base_lr,
-                               warmup_iters=round(cfg.train.warmup_epochs * len(loader)), start_iter=self.iteration,
-                               accumulate=accumulate, ema=self.ema, scaler=self.scaler, dtype=self.dtype,
-                               channels_last=self.channels_last,
-                               stop_requested=lambda: bool(self.stop.asked), show=self.main, world=world)
+        accumulate, base_lr = phase_lr(cfg.train, batch, world)
+        lr_at = epoch_lr(self.optimizer, cfg.train, self.schedule_span(), len(loader), self.iteration,
+                         round(cfg.train.warmup_epochs * len(loader)), base_lr)
+        step = StepSettings(lr_at, accumulate, self.dtype, self.channels_last, self.scaler, self.ema,
+                            cfg.train.grad_clip, cfg.train.max_bad_steps, self.epochs,
+                            lambda: bool(self.stop.asked), self.main, world)
+        return train_one_epoch(self.model, self.loss_fn, loader, self.optimizer, self.device, epoch, step)
 
     def epoch_costs(self) -> tuple[float, float]:
         """(training seconds of an epoch, seconds of an evaluation) as they are now (:func:`steady_seconds`); an

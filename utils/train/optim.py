@@ -68,6 +68,26 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg, progress: float, it: int, warm
     return target if it >= warmup_iters else optimizer.param_groups[0]["lr"]
 
 
+def phase_lr(cfg, batch: int, world: int) -> tuple[int, float]:
+    """``(accumulate, base_lr)`` for a phase of ``batch`` images per step and rank (``cfg``: TrainConfig): with
+    ``accumulate`` on, gradients add up over about ``nominal_batch`` images and the lr is ``lr``; with it off,
+    every batch steps and the lr scales with the batch against the nominal one."""
+    if cfg.accumulate:
+        return max(round(cfg.nominal_batch / (batch * world)), 1), cfg.lr
+    return 1, cfg.lr * batch * world / cfg.nominal_batch
+
+
+def epoch_lr(optimizer: torch.optim.Optimizer, cfg, span: tuple[float, float], batches: int, start_iter: int,
+             warmup_iters: int, base_lr: float):
+    """``lr_at(i)``: :func:`set_lr` for the epoch's ``i``-th of ``batches`` batches, the schedule's progress going
+    linearly from ``span[0]`` to ``span[1]``, the warmup counted from the run's first iteration."""
+    def lr_at(i: int) -> float:
+        return set_lr(optimizer, cfg, span[0] + (span[1] - span[0]) * i / batches, start_iter + i, warmup_iters,
+                      base_lr)
+
+    return lr_at
+
+
 def freeze_backbone(model: torch.nn.Module, frozen: bool) -> None:
     """(Un)freeze the backbone's parameters; frozen BatchNorm layers are kept in eval mode by :func:`train_mode`."""
     for p in unwrap(model).backbone.parameters():

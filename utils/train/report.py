@@ -1,19 +1,19 @@
 """What a run shows a person: its summary and first pictures when it starts, its per-class table and the
-evaluation pictures when it ends (rank 0 only; :class:`utils.train.fit.Run` calls these)."""
+evaluation pictures when it ends (rank 0 only). :class:`utils.train.fit.Run` calls these with itself as ``run``;
+this module does not import fit.py, so that the two stay one-way."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import TYPE_CHECKING
 
+from nets.loss import unused_loss_keys
 from nets.yolo import model_summary
+from utils.config.schema import LossConfig
 from utils.data.records import class_counts
 from utils.metrics.voc import format_table, per_class_table
 from utils.plots import plot_evaluation, plot_labels, plot_results, save_batch_pictures, save_train_batch
 from utils.runtime import precision_name
-
-if TYPE_CHECKING:
-    from utils.train.fit import Run
 
 LOGGER = logging.getLogger(__name__)
 
@@ -29,7 +29,15 @@ def _precision_words(setting: str, dtype, device) -> str:
     return f"{words} (train.amp=auto: {why})"
 
 
-def announce(run: Run) -> None:
+def idle_loss_keys(lf: LossConfig) -> list[str]:
+    """One line for each objectness key set away from its default that the chosen form does not read."""
+    form, unused = unused_loss_keys(dataclasses.asdict(lf))
+    why = "" if lf.focal_loss else " (loss.focal_loss is off)"
+    return [f"loss.{key} = {getattr(lf, key)} does nothing here: the objectness form is {form}{why}"
+            for key in unused if getattr(lf, key) != getattr(LossConfig, key)]
+
+
+def announce(run) -> None:
     """The run's folder, data, model and loss on the console; labels.png and train_batch0.jpg (the first
     things to look at when a run goes wrong); a warning where the split is smaller than one batch."""
     cfg, classes = run.cfg, run.classes
@@ -43,10 +51,10 @@ def announce(run: Run) -> None:
                 summary["gflops"], cfg.model.input_size, run.device, f", world {run.world}" if run.world > 1 else "")
     layout = f"{'on' if run.channels_last else 'off'}{' (train.channels_last=auto)' if cfg.train.channels_last == 'auto' else ''}"
     LOGGER.info("precision: %s; channels_last %s", _precision_words(cfg.train.amp, run.dtype, run.device), layout)
-    LOGGER.info("objectness: %s; classes: %s, label smoothing %s",
-                f"focal (alpha {lf.focal_alpha}, gamma {lf.focal_gamma}, ratio {lf.focal_loss_ratio}, normalize "
-                f"{lf.focal_normalize})" if lf.focal_loss else "BCE", "focal" if lf.focal_cls else "BCE",
-                lf.label_smoothing)
+    LOGGER.info("objectness: %s; classes: %s, label smoothing %s", run.loss_fn.objectness,
+                "focal" if lf.focal_cls else "BCE", lf.label_smoothing)
+    for line in idle_loss_keys(lf):
+        LOGGER.warning(line)
     plot_labels(run.train_records, classes, run.run_dir / "labels.png")
     save_train_batch(run.dataset, classes, run.run_dir / "train_batch0.jpg")
     phases = {"train.batch_size": cfg.train.batch_size} if run.freeze_epochs < run.epochs else {}
@@ -58,7 +66,7 @@ def announce(run: Run) -> None:
                            "phase is one step of %d images", len(run.dataset), b * run.world, key, len(run.dataset))
 
 
-def conclude(run: Run) -> None:
+def conclude(run) -> None:
     """results.png; after a final evaluation its per-class table, the evaluation pictures and the batch
     pictures; the way to go on after a signal."""
     if (run.run_dir / "results.csv").is_file():
