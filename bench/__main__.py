@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import io
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bench_data, bench_eval, bench_infer, bench_loss, bench_model, bench_train  # noqa: E402
+from bench.common import cpu_name  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BENCHES = {
@@ -33,16 +33,6 @@ BENCHES = {
     "data": (bench_data.main, [], ["--images", "100"]),
     "eval": (bench_eval.main, [], ["--images", "1000"]),
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def targets(r: dict) -> list[dict]:

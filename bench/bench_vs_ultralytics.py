@@ -55,36 +55,6 @@ from utils.data.yolo import write_yolo_dataset  # noqa: E402
 from utils.runtime import next_run_dir  # noqa: E402
 from utils.train.fit import float32_recipe  # noqa: E402
 
-# The Ultralytics side, run as a child process: train, its own validation, predictions as COCO results.
-ULTRALYTICS = r"""
-import json, sys, time
-from pathlib import Path
-import torch
-from ultralytics import YOLO
-from ultralytics.utils import torch_utils
-
-a = json.loads(sys.argv[1])
-torch_utils.NUM_THREADS = a["threads"]  # select_device() sets torch's threads from it
-torch.set_num_threads(a["threads"])
-t0 = time.time()
-YOLO("yolov8n.yaml").train(data=a["data"], imgsz=a["size"], batch=16, time=a["minutes"] / 60, device=a["device"],
-                           pretrained=False, amp=a["amp"], plots=False, seed=0, project=a["project"], name=a["name"],
-                           exist_ok=True, verbose=False)
-train_s = time.time() - t0
-run = Path(a["project"]) / a["name"]
-best = YOLO(str(run / "weights" / "best.pt"))
-own = best.val(data=a["data"], imgsz=a["size"], batch=16, device=a["device"], plots=False, verbose=False)
-rows = []
-for r in best.predict(source=a["val_images"], imgsz=a["size"], conf=0.001, iou=0.7, max_det=300, device=a["device"],
-                      stream=True, verbose=False):
-    for (x1, y1, x2, y2), s, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist()):
-        rows.append({"image_id": Path(r.path).stem, "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                     "score": s})
-Path(a["detections"]).write_text(json.dumps(rows))
-print("RESULT " + json.dumps({"train_seconds": train_s, "own_map50": float(own.box.map50),
-                              "own_map50_95": float(own.box.map), "run_dir": str(run)}))
-"""
-
 
 def child_env(threads: int, workdir: Path) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "YOLO_OFFLINE": "true",
@@ -131,7 +101,7 @@ def ultralytics(minutes: float, threads: int, device: str, fp32: bool, workdir: 
     spec = {"data": str(data_yaml), "size": size, "minutes": minutes, "device": "0" if device == "cuda" else "cpu",
             "amp": amp, "name": name, "threads": threads, "project": str(workdir), "val_images": val_images,
             "detections": str(detections)}
-    seconds, out = run([sys.executable, "-c", ULTRALYTICS, json.dumps(spec)], env, workdir / f"{name}.log")
+    seconds, out = run([sys.executable, "-m", "bench.ultralytics_side", json.dumps(spec)], env, workdir / f"{name}.log")
     child = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     epochs = len(list(csv.DictReader(open(Path(child["run_dir"]) / "results.csv"))))
     result = {"command": f'YOLO("yolov8n.yaml").train(data={data_yaml.name}, imgsz={size}, batch=16, '

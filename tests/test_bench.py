@@ -193,3 +193,28 @@ def test_recipe_report_names_each_arms_changes_rate_and_wins(tmp_path: Path) -> 
     assert size192.startswith("| size192 | `model.input_size=192` | 1 | 0.500 (0.500) |")
     with pytest.raises(SystemExit, match="baseline arm 'nope'"):
         report.table(tmp_path, "nope")
+
+
+def test_the_deployment_bench_times_profiles_and_draws(tmp_path: Path) -> None:
+    # its parts that need no ultralytics: a graph run in both runtimes, the operator times, the figure, the refusal
+    import cv2
+
+    from bench import bench_deploy
+    from utils.infer.export import write_onnx
+
+    path = tmp_path / "tiny.onnx"
+    write_onnx(build_model("yolov4-tiny", 2).eval(), torch.zeros(1, 3, 64, 64), path)
+    for runtime in bench_deploy.RUNTIMES:
+        assert len(bench_deploy.session(path, runtime, 1, bf16=False)()) == 2  # out16, out32
+    ops = bench_deploy.operator_times(path, 1, 3, tmp_path)
+    assert list(ops.values()) == sorted(ops.values(), reverse=True) and min(ops.values()) >= 0
+    top = next(iter(ops))
+    assert top in ("Conv", "FusedConv") and ops[top] > 0.5 * sum(ops.values())  # a conv net's time is in its convs
+    rows = {"160": {"ms": {"onnxruntime": 10.0, "openvino": 8.0}, "map50_95": 0.3},
+            "256": {"ms": {"onnxruntime": 20.0, "openvino": 15.0}, "map50_95": 0.4}}
+    result = {"runtimes": ["onnxruntime", "openvino"], "threads": 1, "cpu": "test cpu",
+              "names": {"ours": "ours", "yolov8n": "YOLOv8n"}, "models": {"ours": rows, "yolov8n": rows}}
+    bench_deploy.plot(result, tmp_path / "deploy.png")
+    assert cv2.imread(str(tmp_path / "deploy.png")).shape == (540, 840, 3)
+    with pytest.raises(SystemExit, match="does not exist"):
+        bench_deploy.main(["--ours", str(tmp_path / "missing.pt"), "--yolo", str(path)])
