@@ -172,8 +172,9 @@ def train(config: str | Path | None = "shapes.yaml", resume: str | Path | None =
     ``section.key=value`` strings. ``resume``: a checkpoint to continue, as ``train.py --resume`` (``config`` is
     then unused, and ``sections`` may change only what resume lets change: where the data is, the device, ...)."""
     from utils.config.load import load_config
-    from utils.train.fit import fit, float32_recipe
+    from utils.train.fit import fit
     from utils.train.resume import resume_config
+    from utils.train.setup import float32_recipe
 
     overrides = [*overrides, *_as_overrides(sections)]
     if resume is not None:

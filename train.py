@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         from nets.weights import WeightsError
         from utils.checkpoint import CheckpointError
         from utils.runtime import DeviceError
-        from utils.train.fit import TrainingStopped, fit, float32_recipe
+        from utils.train.fit import TrainingStopped, fit
         from utils.train.resume import ResumeError, resume_config
+        from utils.train.setup import float32_recipe
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

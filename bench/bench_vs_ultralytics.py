@@ -53,7 +53,7 @@ from utils.data.splits import load_records  # noqa: E402
 from utils.data.synthetic import ensure_shapes  # noqa: E402
 from utils.data.yolo import write_yolo_dataset  # noqa: E402
 from utils.runtime import next_run_dir  # noqa: E402
-from utils.train.fit import float32_recipe  # noqa: E402
+from utils.train.setup import float32_recipe  # noqa: E402
 
 
 def child_env(threads: int, workdir: Path) -> dict[str, str]:

@@ -246,6 +246,7 @@ def test_the_focal_settings_reach_the_loss() -> None:
 
 def test_the_objectness_prior_reaches_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import utils.train.fit
+    import utils.train.setup
     from nets.yolo import build_model
 
     built = []
@@ -254,7 +255,7 @@ def test_the_objectness_prior_reaches_the_model(tmp_path: Path, monkeypatch: pyt
         built.append(build_model(*args))
         raise KeyboardInterrupt  # stop the run right after the model is built
 
-    monkeypatch.setattr(utils.train.fit, "build_model", spy)
+    monkeypatch.setattr(utils.train.setup, "build_model", spy)
     cfg = load_config("shapes.yaml", [f"data.root={tmp_path / 'data'}", f"train.save_dir={tmp_path / 'runs'}", *TINY_RUN,
                                       "model.obj_prior=0.05"])
     with pytest.raises(KeyboardInterrupt):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def test_a_last_pt_goes_on_in_its_own_folder(tmp_path: Path) -> None:
     assert epochs_of(run / "results.csv") == ["1", "2", "3"]
 
 
-def test_an_earlier_checkpoint_goes_on_in_a_new_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_an_earlier_checkpoint_goes_on_in_a_new_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="utils.train.resume")
     run = tmp_path / "runs" / "exp"
     run.mkdir(parents=True)
     write_rows(run / "results.csv", [1, 2, 3, 4])
@@ -122,8 +124,8 @@ def test_an_earlier_checkpoint_goes_on_in_a_new_folder(tmp_path: Path, capsys: p
     new = resume_run_dir(run / "epoch2.pt", cfg, 2, main=True)
     assert new == tmp_path / "runs" / "exp2"
     assert epochs_of(new / "results.csv") == ["1", "2"] and epochs_of(run / "results.csv") == ["1", "2", "3", "4"]
-    assert capsys.readouterr().out == (f"resuming {run / 'epoch2.pt'} (after epoch 2) in a new folder, {new}: {run} "
-                                       "went on past it and stays as it is\n")
+    assert caplog.messages == [f"resuming {run / 'epoch2.pt'} (after epoch 2) in a new folder, {new}: {run} "
+                               "went on past it and stays as it is"]
     named = load_config("shapes.yaml", [f"train.save_dir={tmp_path / 'runs'}", "train.name=trial"])
     assert resume_run_dir(run / "epoch2.pt", named, 2, main=True) == tmp_path / "runs" / "trial"
     assert resume_run_dir(run / "best.pt", cfg, 2, main=False) == tmp_path / "runs"  # not rank 0: no folder made
@@ -170,7 +172,7 @@ def test_resume_config_is_the_saved_one_with_the_overrides(tmp_path: Path) -> No
 def test_the_float32_recipe_applies_to_a_float32_run_and_the_command_line_wins(
         monkeypatch: pytest.MonkeyPatch, native_bf16: bool, amp: str, applied: bool) -> None:
     from utils import runtime
-    from utils.train.fit import float32_recipe
+    from utils.train.setup import float32_recipe
 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
     overrides = ["train.float32_overrides=[model.input_size=160, train.ema_tau=300]", f"train.amp={amp}",
@@ -212,7 +214,7 @@ def test_a_run_that_applied_the_float32_recipe_resumes_with_the_same_config(tmp_
 def test_a_float32_recipe_that_does_not_fit_the_config_is_left_out_with_a_warning(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from utils import runtime
-    from utils.train.fit import float32_recipe
+    from utils.train.setup import float32_recipe
 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     # a config whose model takes 6 anchors, while shapes.yaml's recipe brings 9 (for yolov4-tiny-3l)

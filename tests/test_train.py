@@ -240,17 +240,18 @@ def test_time_limit_fits_the_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.slow
 def test_time_limit_gives_back_what_a_slow_first_epoch_took(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture) -> None:
+                                                            caplog: pytest.LogCaptureFixture) -> None:
     # 120 s budget; the first epoch takes 50 s (a busy machine), the others 10 s, evaluations 2 s. After epoch 1:
     # 120 - 50 - 10 (an evaluation not timed yet: 0.2 x 50) = 60 s at 60 s an epoch -> 2 epochs, epoch 2 the last.
     # After epoch 2 (62 s), planned again although planned as the last, from the epochs after the first (10 s):
     # 120 - 62 - 2 = 56 s at 12 -> 4 more, 6 in all. Epochs 3..6 agree; epoch 6 ends training at 110 s, its
     # evaluation at 112 s: 93% of the budget (without the re-plan: 2 epochs, 64 s).
     clock = EpochClock(monkeypatch, [50.0] + [10.0] * 40, 2.0)
+    caplog.set_level(logging.INFO)
     result = fit(tiny_cfg(tmp_path, "train.epochs=40", "train.time_limit=2", "train.warmup_epochs=0.5"), clock=clock)
     rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5", "6"] and result["seconds"] == 112.0
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "time limit 2.0 min: 2 epochs instead of 40" in out and "time limit 2.0 min: 6 epochs instead of 2" in out
     # the schedule follows the budget spent at each epoch's start: 0, 52, 64, 76, 88, 100 s of 120, never back up
     lr = [float(r["lr"]) for r in rows]
@@ -438,14 +439,15 @@ def test_a_random_backbone_is_not_frozen(tmp_path: Path, caplog: pytest.LogCaptu
 
 @pytest.mark.slow
 def test_patience_ends_a_run_that_stopped_improving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture) -> None:
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     import utils.train.fit
 
+    caplog.set_level(logging.INFO)
     real, scores = utils.train.fit.evaluate, iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.05])  # best at epoch 1, then worse
     monkeypatch.setattr(utils.train.fit, "evaluate", lambda *a, **k: {**real(*a, **k), "map50": next(scores)})
     result = fit(tiny_cfg(tmp_path, "train.epochs=6", "train.patience=2"))
     assert result["epochs"] == 3 and result["early_stop"] and not result["stopped"]  # epochs 2 and 3 were not better
-    assert "early stop: no better fitness for 2 epochs since epoch 1 (train.patience = 2)" in capsys.readouterr().out
+    assert "early stop: no better fitness for 2 epochs since epoch 1 (train.patience = 2)" in caplog.text
     rows = list(csv.DictReader(open(Path(result["run_dir"]) / "results.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert all(0 <= float(r["precision"]) <= 1 and 0 <= float(r["recall"]) <= 1 for r in rows)

@@ -72,8 +72,8 @@ def conclude(run) -> None:
     if (run.run_dir / "results.csv").is_file():
         plot_results(run.run_dir / "results.csv", run.run_dir / "results.png")
     if run.metrics:
-        print(format_table(per_class_table(run.metrics, run.val_records, run.classes), run.metrics))
+        LOGGER.info(format_table(per_class_table(run.metrics, run.val_records, run.classes), run.metrics))
         plot_evaluation(run.metrics, run.classes, run.run_dir, run.cfg.eval.score_thres, run.cfg.eval.match_iou)
         save_batch_pictures(run.val_records, run.metrics["dets"], run.classes, run.run_dir)
     if run.stop.asked:
-        print(f"stopped by signal {run.stop.asked}; saved {run.run_dir / 'last.pt'} (continue with --resume)")
+        LOGGER.info("stopped by signal %d; saved %s (continue with --resume)", run.stop.asked, run.run_dir / "last.pt")

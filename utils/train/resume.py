@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from utils.config.schema import Config, all_keys
 from utils.runtime import next_run_dir
 from utils.train.results import keep_rows
 
+LOGGER = logging.getLogger(__name__)
 
 class ResumeError(ValueError):
     """A checkpoint that cannot be resumed as asked; the message names the file and the reason."""
@@ -92,8 +94,8 @@ def resume_run_dir(resume: Path, cfg: Config, last_row: int, main: bool) -> Path
         return Path(cfg.train.save_dir)
     run_dir = next_run_dir(cfg.train.save_dir, cfg.train.name)
     keep_rows(resume.parent / "results.csv", run_dir / "results.csv", last_row)
-    print(f"resuming {resume} (after epoch {last_row}) in a new folder, {run_dir}: {resume.parent} "
-          "went on past it and stays as it is")
+    LOGGER.info("resuming %s (after epoch %d) in a new folder, %s: %s went on past it and stays as it is", resume,
+                last_row, run_dir, resume.parent)
     return run_dir
 
 
