@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                         "class + 1, bbox [x, y, w, h] in pixels, score), e.g. another detector's; needs --config")
     add_config_args(parser)
     parser.add_argument("--split", nargs="+", help="splits to evaluate (default: the config's data.val_splits)")
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's train.device)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: auto, a GPU where there is one)")
     add_precision_arg(parser)
     parser.add_argument("--save-dir", default="runs/eval", help="parent of the run folder (exp, exp2, ...)")
     parser.add_argument("--plots", action="store_true", help="write confusion_matrix.png, PR_curve.png, P_curve.png, "

@@ -17,7 +17,7 @@ import eval as eval_cli
 from nets.box_coding import LevelSpec
 from nets.yolo import build_model
 from tests.scenes import rect_records
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import ModelCard, save_model
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 from utils.data.augment import letterbox_boxes, letterbox_info
@@ -242,9 +242,8 @@ def test_eval_cli_writes_coco_files_that_pycocotools_agrees_with(tmp_path: Path,
     monkeypatch.setattr(evaluation, "load_backend", replayed)
     model = build_model("yolov4-tiny", 6)
     ckpt = tmp_path / "best.pt"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(), "model_name": "yolov4-tiny",
-                           "class_names": ["circle", "square", "triangle", "diamond", "cross", "ring"],
-                           "anchors": [list(a) for a in ANCHORS], "input_size": 128})
+    save_model(ckpt, ModelCard("yolov4-tiny", ["circle", "square", "triangle", "diamond", "cross", "ring"], ANCHORS, 128,
+                               cfg.to_dict()), model.state_dict())
     out = tmp_path / "m.json"
     assert eval_cli.main(["--weights", str(ckpt), "--plots", "--json", str(out), "--save-dir", str(tmp_path / "runs")]) == 0
     text = capsys.readouterr().out

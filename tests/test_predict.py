@@ -18,7 +18,7 @@ from nets.weights import WeightsError
 from nets.yolo import build_model
 from tests.planted import BOX, CLASSES, SIZE, H, W, image, read_txt
 from utils import runtime
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import ModelCard, save_model
 from utils.config.files import read_anchors
 from utils.config.load import load_config
 from utils.data.augment import letterbox
@@ -154,9 +154,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if isinstance(conv, torch.nn.Conv2d) and conv.bias is not None:
                 conv.bias.normal_(0, 1.0)
     path = tmp / "best.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "model_name": "yolov4-tiny",
-                           "class_names": CLASSES, "anchors": [list(a) for a in read_anchors(cfg.model.anchors_path)],
-                           "input_size": SIZE})
+    save_model(path, ModelCard("yolov4-tiny", CLASSES, read_anchors(cfg.model.anchors_path), SIZE, cfg.to_dict()),
+               model.state_dict())
     return path
 
 

@@ -160,7 +160,7 @@ def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
 
     from nets.yolo import build_model
     from tools import objectness_hist
-    from utils.checkpoint import save_checkpoint
+    from utils.checkpoint import ModelCard, save_model
     from utils.config.files import read_anchors
     from utils.config.load import load_config
 
@@ -173,9 +173,8 @@ def test_objectness_histograms_of_two_models(tmp_path: Path) -> None:
                 conv.weight.view(3, 11, -1)[:, 4] = 0.0
                 conv.bias.view(3, 11)[:, 4] = bias
         path = tmp_path / name / "best.pt"
-        save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "model_name": "yolov4-tiny",
-                               "class_names": ["circle", "square", "triangle", "diamond", "cross", "ring"],
-                               "anchors": [list(a) for a in read_anchors(cfg.model.anchors_path)], "input_size": 128})
+        save_model(path, ModelCard("yolov4-tiny", ["circle", "square", "triangle", "diamond", "cross", "ring"],
+                                   read_anchors(cfg.model.anchors_path), 128, cfg.to_dict()), model.state_dict())
         paths.append(str(path))
     from utils.config.files import read_classes
     from utils.data.synthetic import ensure_shapes

@@ -114,7 +114,7 @@ def save_run(path: Path, card: ModelCard, state: TrainingState) -> Path:
 
 
 def read_run(path: str | Path, resume: bool = False, mmap: bool = False) -> RunCheckpoint:
-    """Read a checkpoint written by :func:`save_run` or :func:`strip_run` (the only places that write one); a
+    """Read a checkpoint written by :func:`save_run` or :func:`save_model` (the only places that write one); a
     WeightsError names the file and what is wrong. ``resume``: also its TrainingState (a stripped file has
     none); ``mmap``: map the tensors rather than read them."""
     ckpt = read_checkpoint(path, mmap=mmap)
@@ -150,11 +150,15 @@ def strip_run(path: str | Path) -> tuple[int, int]:
     ckpt = read_checkpoint(path)
     if ckpt.get("stripped"):
         return before, before
-    card = ModelCard.from_dict(ckpt, path)
-    small = {**card.to_dict(), "model": checkpoint_state_dict(ckpt, path), "stripped": True}
-    small.update({k: ckpt[k] for k in ("epoch", "best_fitness", "best_epoch") if k in ckpt})
-    save_checkpoint(path, small)
+    kept = {k: ckpt[k] for k in ("epoch", "best_fitness", "best_epoch") if k in ckpt}
+    save_model(path, ModelCard.from_dict(ckpt, path), checkpoint_state_dict(ckpt, path), **kept)
     return before, path.stat().st_size
+
+
+def save_model(path: str | Path, card: ModelCard, weights: dict[str, torch.Tensor], **extra: Any) -> Path:
+    """Write a checkpoint for inference: the card and ``weights`` as ``model``, marked ``stripped`` (it cannot be
+    resumed), with ``extra`` small entries beside them (strip_run keeps the epochs done and the best score)."""
+    return save_checkpoint(path, {**card.to_dict(), "model": weights, "stripped": True, **extra})
 
 
 def check_start_weights(cfg: Config) -> None:

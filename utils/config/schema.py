@@ -96,8 +96,8 @@ class LossConfig:
     focal_loss: bool = _f(False)  # focal objectness: -alpha_t (1 - p_t)^gamma log(p_t) instead of BCE
     focal_alpha: float = _f(0.25, ge=0, le=1)  # weight of positives in the focal term (negatives get 1 - alpha)
     focal_gamma: float = _f(2.0, ge=0)  # focusing exponent of the focal term; 0 = alpha-weighted BCE
-    focal_loss_ratio: float = _f(10.0, gt=0)  # multiplier on the focal conf term
-    focal_normalize: str = _f("mean", choices=("mean", "num_pos"))  # mean over kept cells | sum / positives
+    focal_loss_ratio: float = _f(10.0, gt=0)  # multiplier on the focal conf term (classic form only)
+    focal_normalize: str = _f("mean", choices=("mean", "num_pos"))  # classic form: mean over kept cells | sum / positives
     focal_form: str = _f("classic", choices=("classic", "varifocal", "quality"))  # with focal_loss: documents' | VFL | QFL
     obj_iou_target: float = _f(0.0, ge=0, le=1)  # r: positives' objectness target (1 - r) + r * IoU(box, gt); BCE and classic
     focal_cls: bool = _f(False)  # apply the same focal form to the class term

@@ -48,7 +48,7 @@ def evaluate_run(weights: str | Path | None = None, detections: str | Path | Non
                  plots: bool = False) -> Evaluation:
     """``weights`` (a .pt checkpoint, an export.py graph, Darknet .weights with ``config``) run on ``splits``
     (default: the config's ``data.val_splits``), or ``detections`` (a COCO results file; needs ``config``)
-    scored on them. ``device`` default: the config's train.device, else auto."""
+    scored on them. ``device`` default: auto (a GPU where there is one)."""
     if (weights is None) == (detections is None):
         raise ConfigError("give weights (a model to run) or detections (results to score), one of the two")
     backend, dev = None, None
