@@ -113,7 +113,3 @@ class LevelSpec:
     def num_anchors(self) -> int:
         """Anchors per level."""
         return len(self.anchor_masks[0])
-
-    def level_anchors(self, level: int) -> torch.Tensor:
-        """``[A, 2]`` the anchors (w, h) in input pixels of one level."""
-        return torch.tensor([self.anchors[k] for k in self.anchor_masks[level]], dtype=torch.float32)

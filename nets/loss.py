@@ -127,8 +127,8 @@ class Focal(BCE):
 class Varifocal(Objectness):
     """:func:`varifocal_loss`, divided by the sum of the positives' q (all levels, at least 1), as in VFNet."""
 
-    alpha: float = 0.75
-    gamma: float = 2.0
+    alpha: float
+    gamma: float
     name = "varifocal"
     keys = ("focal_alpha", "focal_gamma")
     needs_iou = True
@@ -144,7 +144,7 @@ class Varifocal(Objectness):
 class QualityFocal(Objectness):
     """:func:`quality_focal_loss` with ``beta``, divided by the number of positives, as in GFL."""
 
-    beta: float = 2.0
+    beta: float
     name = "quality"
     keys = ("focal_gamma",)
     needs_iou = True
@@ -159,9 +159,8 @@ class QualityFocal(Objectness):
 OBJECTNESS_KEYS = ("focal_form", "focal_alpha", "focal_gamma", "focal_loss_ratio", "focal_normalize", "obj_iou_target")
 
 
-def objectness_form(focal_loss: bool = False, focal_form: str = "classic", focal_alpha: float = 0.25,
-                    focal_gamma: float = 2.0, focal_loss_ratio: float = 10.0, focal_normalize: str = "mean",
-                    obj_iou_target: float = 0.0) -> Objectness:
+def objectness_form(focal_loss: bool, focal_form: str, focal_alpha: float, focal_gamma: float,
+                    focal_loss_ratio: float, focal_normalize: str, obj_iou_target: float) -> Objectness:
     """The objectness form the ``loss`` keys choose: ``focal_loss`` off gives BCE, on gives ``focal_form``."""
     if focal_form not in FOCAL_FORMS:
         raise ValueError(f"focal_form must be one of {', '.join(FOCAL_FORMS)}, got '{focal_form}'")

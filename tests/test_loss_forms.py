@@ -20,7 +20,7 @@ def loss_keys(**kw) -> dict:
     ({}, BCE(0.0)),
     ({"obj_iou_target": 0.5, "focal_form": "varifocal"}, BCE(0.5)),  # the form counts only with focal_loss on
     ({"focal_loss": True, "focal_gamma": 1.5, "focal_normalize": "num_pos"}, Focal(0.0, 0.25, 1.5, 10.0, "num_pos")),
-    ({"focal_loss": True, "focal_form": "varifocal", "focal_alpha": 0.75}, Varifocal(0.75, 2.0)),
+    ({"focal_loss": True, "focal_form": "varifocal", "focal_alpha": 0.75, "focal_gamma": 1.5}, Varifocal(0.75, 1.5)),
     ({"focal_loss": True, "focal_form": "quality", "focal_gamma": 1.0}, QualityFocal(1.0)),
 ])
 def test_the_keys_choose_one_form(kw: dict, form) -> None:
