@@ -170,7 +170,8 @@ def test_resume_config_is_the_saved_one_with_the_overrides(tmp_path: Path) -> No
     (False, "bf16", False),
 ])
 def test_the_float32_recipe_applies_to_a_float32_run_and_the_command_line_wins(
-        monkeypatch: pytest.MonkeyPatch, native_bf16: bool, amp: str, applied: bool) -> None:
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, native_bf16: bool, amp: str,
+        applied: bool) -> None:
     from utils import runtime
     from utils.train.setup import float32_recipe
 
@@ -185,7 +186,11 @@ def test_the_float32_recipe_applies_to_a_float32_run_and_the_command_line_wins(
     assert cfg.train.lr == 0.001
     # a key the command line gives keeps its value over the recipe's
     mine = [*overrides, "model.input_size=224"]
+    caplog.set_level(logging.INFO, logger="utils.train.setup")
+    caplog.clear()
     assert float32_recipe(load_config("shapes.yaml", mine), mine).model.input_size == 224
+    # the run's first line names only what the recipe set: not the size the command line kept
+    assert caplog.messages == (["float32 on this CPU: train.ema_tau=300 (train.float32_overrides)"] if applied else [])
 
 
 def test_float32_overrides_are_checked_when_the_config_loads() -> None:

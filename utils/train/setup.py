@@ -52,7 +52,10 @@ def float32_recipe(cfg: Config, overrides: Sequence[str] = ()) -> Config:
     except ConfigError as e:  # the recipe does not fit what else was asked (another model's anchor count, ...)
         LOGGER.warning("train.float32_overrides not applied, they do not fit this config: %s", e)
         return cfg
-    LOGGER.info("float32 on this CPU: %s (train.float32_overrides)", ", ".join(cfg.train.float32_overrides))
+    given = {o.split("=", 1)[0].strip() for o in overrides}  # the command line's keys keep its values
+    applied = [o for o in cfg.train.float32_overrides if o.split("=", 1)[0].strip() not in given]
+    if applied:
+        LOGGER.info("float32 on this CPU: %s (train.float32_overrides)", ", ".join(applied))
     return out
 
 
