@@ -266,8 +266,8 @@ class YOLOLoss(nn.Module):
                 quality = [torch.zeros_like(x) for x in conf_logits]
             if positives:
                 loc, cls, iou = self._positive_terms(positives, assignment.levels)
-                for (i, _), part in zip(positives, iou.split([len(p) for _, p in positives]), strict=True):
-                    if quality is not None:
+                if quality is not None:
+                    for (i, _), part in zip(positives, iou.split([len(p) for _, p in positives]), strict=True):
                         tg = assignment.levels[i]
                         quality[i][tg.b, tg.a, tg.gy, tg.gx] = part.clamp(min=0)
             conf = self.conf_term(conf_logits, assignment.levels, num_pos, quality)

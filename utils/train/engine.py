@@ -69,6 +69,7 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, epoch: int, step:
                        enabled=step.show)
     optimizer.zero_grad(set_to_none=True)
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    scaler = step.scaler
     for i, (images, targets) in enumerate(bar):
         lr = step.lr_at(i)
         images = images.to(device, non_blocking=True)
@@ -91,7 +92,6 @@ def train_one_epoch(model, loss_fn, loader, optimizer, device, epoch: int, step:
                                       "try a lower train.lr or train.amp=off")
             continue
         consecutive = 0
-        scaler = step.scaler
         scaler.scale(total / step.accumulate).backward()
         if (i + 1) % step.accumulate == 0 or i + 1 == n:
             if step.grad_clip:
